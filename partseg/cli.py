@@ -1,0 +1,192 @@
+"""The `partseg` command line: a thin layer over the library (every command calls one library function)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Few-shot semantic part segmentation from a GAN's activations.")
+gan_app = typer.Typer(no_args_is_help=True, help="Train, sample, inspect and convert StyleGAN2 generators.")
+data_app = typer.Typer(no_args_is_help=True, help="The built-in procedural data set (images + exact part masks).")
+annotate_app = typer.Typer(no_args_is_help=True, help="Annotation kits out, annotations in, browser labeller.")
+export_app = typer.Typer(no_args_is_help=True, help="Export a distilled UNet to ONNX or TensorRT.")
+serve_app = typer.Typer(no_args_is_help=True, help="Package and serve a segmenter with BentoML.")
+app.add_typer(gan_app, name="gan")
+app.add_typer(data_app, name="data")
+app.add_typer(annotate_app, name="annotate")
+app.add_typer(export_app, name="export")
+app.add_typer(serve_app, name="serve")
+
+
+def _fail(msg: str, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _not_yet(what: str, issue: int) -> NoReturn:
+    """Commands of later pipeline stages: say so plainly instead of pretending to work."""
+    _fail(f"`partseg {what}` is not implemented yet (planned in issue #{issue}); nothing was done.", code=2)
+
+
+# ---------------------------------------------------------------------------------------------------- gan
+
+
+@gan_app.command("train")
+def gan_train(
+    data: Path = typer.Argument(..., help="Folder of training images (any size; centre-cropped and resized)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, sample grids, log. Re-run to resume."),
+    resolution: int = typer.Option(64, "--resolution", help="Output resolution (power of two, 32-1024)."),
+) -> None:
+    """Train a StyleGAN2 on a folder of images (resumes from --out)."""
+    _not_yet("gan train", 2)
+
+
+@gan_app.command("sample")
+def gan_sample(
+    ckpt: str = typer.Argument(..., help="Generator: file, run folder or builtin:NAME."),
+    n: int = typer.Option(16, "-n", help="Number of images."),
+    seed: int = typer.Option(0, "--seed", help="Sample i uses seed SEED+i for its latent and noise."),
+    truncation: float = typer.Option(1.0, "--truncation", help="Truncation psi (1 = none)."),
+    noise_mode: str = typer.Option("const", "--noise-mode", help="const | random | none."),
+    batch: int = typer.Option(16, "--batch"),
+    device: str = typer.Option("cpu", "--device"),
+    out: Path = typer.Option(..., "--out", help="Output folder for PNGs, latents.safetensors, samples.json."),
+) -> None:
+    """Generate images plus the exact latents needed to regenerate each one."""
+    from .gan import load_generator
+    from .gan.sampling import image_grid, sample, save_png, save_samples
+
+    G = load_generator(ckpt, device=device)
+    s = sample(G, n, seed=seed, truncation=truncation, noise_mode=noise_mode, batch=batch, progress=True)
+    files = save_samples(s, out, generator=str(ckpt))
+    save_png(image_grid(s.images), out / "grid.png")
+    typer.echo(f"wrote {len(files)} images, latents and grid.png to {out}")
+
+
+@gan_app.command("info")
+def gan_info(ckpt: str = typer.Argument(..., help="Generator: file, run folder or builtin:NAME.")) -> None:
+    """Print a generator's architecture as read from its checkpoint."""
+    from .gan import load_generator
+
+    G = load_generator(ckpt)
+    n_params = sum(p.numel() for p in G.parameters())
+    typer.echo(f"resolution {G.resolution}, z_dim {G.z_dim}, w_dim {G.w_dim}, n_mlp {G.cfg.n_mlp}, "
+               f"num_ws {G.num_ws}, {n_params / 1e6:.2f} M parameters")
+    typer.echo("channels " + ", ".join(f"{r}: {c}" for r, c in G.cfg.channels.items()))
+    typer.echo("layers " + " ".join(G.synthesis.layer_names))
+
+
+@gan_app.command("convert")
+def gan_convert(
+    src: Path = typer.Argument(..., help="rosinality .pt or NVIDIA stylegan2-ada .pkl (loaded without executing code)."),
+    out: Path = typer.Option(..., "--out", help="Destination .safetensors."),
+    fp16: bool = typer.Option(False, "--fp16", help="Store weights as float16."),
+) -> None:
+    """Convert a third-party generator checkpoint into partseg's safetensors format."""
+    _not_yet("gan convert", 2)
+
+
+# ---------------------------------------------------------------------------------------------------- later stages
+
+
+@data_app.command("synth")
+def data_synth() -> None:
+    """Render the procedural part-annotated face data set."""
+    _not_yet("data synth", 3)
+
+
+@annotate_app.command("export")
+def annotate_export() -> None:
+    """Write an annotation kit of generated images."""
+    _not_yet("annotate export", 4)
+
+
+@annotate_app.command("import")
+def annotate_import() -> None:
+    """Import annotations (png, labelme, cvat, coco, celebamask-hq)."""
+    _not_yet("annotate import", 4)
+
+
+@annotate_app.command("ui")
+def annotate_ui() -> None:
+    """Browser labeller for an annotation kit."""
+    _not_yet("annotate ui", 8)
+
+
+@app.command("train")
+def train_head() -> None:
+    """Train a few-shot CNN/MLP head on annotated generated images."""
+    _not_yet("train", 4)
+
+
+@app.command("predict")
+def predict() -> None:
+    """Segment images with a distilled UNet (fast) or through GAN inversion (accurate)."""
+    _not_yet("predict", 4)
+
+
+@app.command("eval")
+def evaluate() -> None:
+    """Per-class IoU, mIoU, pixel accuracy and confusion matrix of predictions against ground truth."""
+    _not_yet("eval", 4)
+
+
+@app.command("distill")
+def distill() -> None:
+    """Auto-shot: train a UNet on generated images labelled by a head."""
+    _not_yet("distill", 5)
+
+
+@export_app.command("onnx")
+def export_onnx() -> None:
+    """Export a UNet to ONNX with dynamic batch and size."""
+    _not_yet("export onnx", 6)
+
+
+@export_app.command("tensorrt")
+def export_tensorrt() -> None:
+    """Build a TensorRT engine from an ONNX file."""
+    _not_yet("export tensorrt", 6)
+
+
+@serve_app.command("package")
+def serve_package() -> None:
+    """Save a segmenter into BentoML's model store."""
+    _not_yet("serve package", 7)
+
+
+@serve_app.command("start")
+def serve_start() -> None:
+    """Start the HTTP service locally."""
+    _not_yet("serve start", 7)
+
+
+@app.command("bench")
+def bench() -> None:
+    """Run the benchmarks in benchmarks/."""
+    _not_yet("bench", 4)
+
+
+# ---------------------------------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("partseg-demo"), "--out", help="Output folder."),
+    gan: str = typer.Option("builtin:faces64", "--gan", help="Generator to use."),
+) -> None:
+    """Run the pipeline end to end on the built-in default (today: the stages that exist)."""
+    from .demo import run_demo
+
+    run_demo(out, gan)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
