@@ -81,7 +81,7 @@ def gan_info(ckpt: str = typer.Argument(..., help="Generator: file, run folder o
 
 @gan_app.command("convert")
 def gan_convert(
-    src: Path = typer.Argument(..., help="rosinality .pt or NVIDIA stylegan2-ada .pkl (loaded without executing code)."),
+    src: Path = typer.Argument(..., help="rosinality .pt or NVIDIA stylegan2-ada .pkl (never executes code)."),
     out: Path = typer.Option(..., "--out", help="Destination .safetensors."),
     fp16: bool = typer.Option(False, "--fp16", help="Store weights as float16."),
 ) -> None:
@@ -185,7 +185,14 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """Console entry point: expected user errors print one clear line, not a traceback."""
+    from .gan.rosinality import CheckpointFormatError
+
+    try:
+        app()
+    except (FileNotFoundError, NotADirectoryError, PermissionError, CheckpointFormatError, ValueError) as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

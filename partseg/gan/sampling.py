@@ -103,7 +103,8 @@ def save_samples(s: Samples, out: str | os.PathLike, generator: str = "") -> lis
         save_file({"z": s.z.contiguous(), "ws": s.ws.contiguous(), "seeds": torch.tensor(s.seeds)}, str(tmp))
     index = {"generator": generator, "truncation": s.truncation, "noise_mode": s.noise_mode,
              "latents": LATENTS_FILE,
-             "samples": [{"file": f.name, "seed": sd, "index": i} for i, (f, sd) in enumerate(zip(files, s.seeds))]}
+             "samples": [{"file": f.name, "seed": sd, "index": i}
+                         for i, (f, sd) in enumerate(zip(files, s.seeds, strict=True))]}
     atomic_write_text(json.dumps(index, indent=1), out / INDEX_FILE)
     return files
 
