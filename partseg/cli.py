@@ -39,9 +39,42 @@ def gan_train(
     data: Path = typer.Argument(..., help="Folder of training images (any size; centre-cropped and resized)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, sample grids, log. Re-run to resume."),
     resolution: int = typer.Option(64, "--resolution", help="Output resolution (power of two, 32-1024)."),
+    kimg: float = typer.Option(1000.0, "--kimg", help="Training length in thousands of real images."),
+    batch: int = typer.Option(0, "--batch", help="Total batch over all processes (0: min(4096/res, 32))."),
+    lr: float = typer.Option(0.0025, "--lr", help="Adam learning rate of G and D."),
+    r1_gamma: float = typer.Option(-1.0, "--r1-gamma", help="R1 weight (negative: 0.0002 res^2 / batch)."),
+    pl_weight: float = typer.Option(2.0, "--pl-weight", help="Path-length regularisation weight (0: off)."),
+    mixing: float = typer.Option(0.9, "--mixing", help="Style-mixing probability."),
+    channel_base: int = typer.Option(16384, "--channel-base", help="Channels at res r: min(base / r, max)."),
+    channel_max: int = typer.Option(512, "--channel-max"),
+    z_dim: int = typer.Option(512, "--z-dim"),
+    w_dim: int = typer.Option(512, "--w-dim"),
+    n_mlp: int = typer.Option(2, "--n-mlp", help="Mapping network depth (stylegan2-ada: 2, StyleGAN2: 8)."),
+    mirror: bool = typer.Option(True, "--mirror/--no-mirror", help="Add horizontally flipped copies."),
+    ckpt_kimg: float = typer.Option(10.0, "--ckpt-kimg", help="Checkpoint and sample-grid interval (kimg)."),
+    workers: int = typer.Option(2, "--workers", help="DataLoader worker processes."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option(None, "--device", help="Default: cuda (LOCAL_RANK under torchrun) if present."),
 ) -> None:
-    """Train a StyleGAN2 on a folder of images (resumes from --out)."""
-    _not_yet("gan train", 2)
+    """Train a StyleGAN2 on a folder of images; re-running the command resumes from --out.
+
+    Multi-GPU: `torchrun --nproc_per_node N -m partseg.cli gan train ...` (gradients averaged across processes).
+    """
+    from .gan.train import TrainConfig, init_distributed_from_env, train
+
+    cfg = TrainConfig(data=str(data), resolution=resolution, kimg=kimg, batch=batch, lr=lr, r1_gamma=r1_gamma,
+                      pl_weight=pl_weight, mixing=mixing, channel_base=channel_base, channel_max=channel_max,
+                      z_dim=z_dim, w_dim=w_dim, n_mlp=n_mlp, mirror=mirror, ckpt_kimg=ckpt_kimg, workers=workers,
+                      seed=seed)
+    init_distributed_from_env()
+    res = train(cfg, out, device=device)
+    if res["rank"] != 0:
+        return
+    if res["stopped_early"]:
+        typer.echo(f"stopped at step {res['step']} of {res['total_steps']}; checkpoint written to {out}. "
+                   f"Run the same command to resume.")
+    else:
+        typer.echo(f"done: {res['step']} steps; generator at {out / 'generator.safetensors'}")
 
 
 @gan_app.command("sample")
@@ -86,7 +119,18 @@ def gan_convert(
     fp16: bool = typer.Option(False, "--fp16", help="Store weights as float16."),
 ) -> None:
     """Convert a third-party generator checkpoint into partseg's safetensors format."""
-    _not_yet("gan convert", 2)
+    import torch
+
+    from .gan import load_generator, save_generator
+
+    if out.suffix != ".safetensors":
+        _fail(f"--out must name a .safetensors file, got {out}")
+    G = load_generator(src)
+    dtype = torch.float16 if fp16 else torch.float32
+    path = save_generator(G, out, dtype=dtype, extra={"converted_from": src.name})
+    n_params = sum(p.numel() for p in G.parameters())
+    typer.echo(f"converted {src} -> {path}: {G.resolution} px, z_dim {G.z_dim}, w_dim {G.w_dim}, n_mlp "
+               f"{G.cfg.n_mlp}, {n_params / 1e6:.2f} M parameters, {str(dtype).removeprefix('torch.')}")
 
 
 # ---------------------------------------------------------------------------------------------------- later stages
