@@ -1,0 +1,72 @@
+"""A plain UNet for part segmentation: the label oracle, and the student that auto-shot distils into.
+
+Encoder: two 3x3 conv-BN-ReLU per level, 2x max-pool between levels. Decoder: bilinear upsampling to the skip's
+exact size, concatenation, two 3x3 convs. Upsampling to the skip's size (not by a fixed factor) lets any input
+size through, odd ones included, which keeps ONNX export with dynamic height/width simple. BatchNorm folds into
+the convs at export time. Input: RGB in [-1, 1]; output: per-class logits at the input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class UNetConfig:
+    num_classes: int = 10
+    in_channels: int = 3
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # one entry per level
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
+            raise ValueError(f"channels needs >= 2 positive entries (levels), got {self.channels}")
+        self.channels = [int(c) for c in self.channels]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UNetConfig:
+        return cls(**d)
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    def __init__(self, cfg: UNetConfig | None = None, **kwargs):
+        super().__init__()
+        cfg = cfg or UNetConfig(**kwargs)
+        self.cfg = cfg
+        ch = cfg.channels
+        self.down = nn.ModuleList([ConvBlock(cfg.in_channels, ch[0])] +
+                                  [ConvBlock(ch[i - 1], ch[i]) for i in range(1, len(ch))])
+        self.up = nn.ModuleList([ConvBlock(ch[i + 1] + ch[i], ch[i]) for i in reversed(range(len(ch) - 1))])
+        self.head = nn.Conv2d(ch[0], cfg.num_classes, 1)
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1]), strict=True):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)

@@ -1,0 +1,56 @@
+"""UNet contract (any size, gradients everywhere, no NaN) and the metrics' arithmetic."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from partseg.metrics import ScoreAccumulator, SegScores, confusion_matrix
+from partseg.unet import UNet, UNetConfig
+
+
+@pytest.mark.parametrize("size", [(32, 32), (37, 50), (64, 48)])
+def test_unet_any_size_and_every_parameter_learns(size):
+    torch.manual_seed(0)
+    net = UNet(num_classes=5, channels=[8, 16, 32])
+    x = torch.randn(2, 3, *size)
+    y = net(x)
+    assert y.shape == (2, 5, *size) and torch.isfinite(y).all()
+    y.square().mean().backward()
+    no_grad = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad
+
+
+def test_unet_config_checks():
+    with pytest.raises(ValueError, match="num_classes"):
+        UNetConfig(num_classes=1)
+    with pytest.raises(ValueError, match="channels"):
+        UNetConfig(channels=[8])
+    assert UNetConfig.from_dict(UNetConfig(channels=[4, 8]).to_dict()).channels == [4, 8]
+
+
+def test_confusion_and_scores_by_hand():
+    gt = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 1]])
+    pr = torch.tensor([[0, 1, 1, 1], [2, 0, 2, 1]])
+    cm = confusion_matrix(pr, gt, 4)
+    assert cm.sum() == 7  # the 255 pixel is ignored
+    s = SegScores(cm)
+    # class 0: tp 1, fp 1 (a 2 predicted 0), fn 1 -> 1/3; class 1: tp 3, fp 1 -> 3/4; class 2: tp 1, fn 1 -> 1/2
+    assert s.iou[:3].tolist() == pytest.approx([1 / 3, 3 / 4, 1 / 2])
+    assert math.isnan(s.iou[3])  # absent class: no IoU, not counted in the mean
+    assert s.miou == pytest.approx((1 / 3 + 3 / 4 + 1 / 2) / 3)
+    assert s.pixel_accuracy == pytest.approx(5 / 7)
+    acc = ScoreAccumulator(4)
+    acc.add(pr[:1], gt[:1])
+    acc.add(pr[1:], gt[1:])
+    assert torch.equal(acc.scores().confusion, cm)  # batching does not change the counts
+    assert "| **mean** |" in s.table(["a", "b", "c", "d"])
+
+
+def test_metrics_reject_out_of_range_classes():
+    with pytest.raises(ValueError, match="ground truth holds class 7"):
+        confusion_matrix(torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 7, 0]), 4)
+    with pytest.raises(ValueError, match="shape"):
+        confusion_matrix(torch.zeros(4), torch.zeros(5), 4)
