@@ -1,0 +1,203 @@
+"""The procedural faces domain (issue #3): render speed, the colour-only floor, class frequencies, a contact sheet.
+
+    python3 benchmarks/domain.py [--n-speed 2000] [--no-write]
+
+(1) Render speed: `write_synth_dataset` (render + PNG writing) at 64 px with 2 workers and with 1 worker, in
+    images per minute. (2) The colour floor: a per-pixel nearest class-mean RGB classifier fitted on 1000 renders
+    and scored on 200 others; per-class IoU and mIoU (low = colour alone cannot find the parts), next to a
+    position-only floor (each pixel's most frequent class over the fitting renders). (3) Class pixel frequencies.
+Results replace this script's own section of BENCHMARKS.md and nothing else; the contact sheet goes to
+docs/domain.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from partseg.dataset import time_synth  # noqa: E402
+from partseg.faces import colour_floor, confusion, iou_from_confusion, render_face  # noqa: E402
+from partseg.labels import FACES  # noqa: E402
+
+RESULTS = ROOT / "BENCHMARKS.md"
+SHEET = ROOT / "docs" / "domain.png"
+START, END = "<!-- domain:start -->", "<!-- domain:end -->"
+HEADER = ("# Benchmarks\n\nMeasured results, one section per benchmark script. Each section names the machine, the "
+          "exact command and the date (UTC); its script rewrites only its own section.\n")
+FLOOR_SEED = 1_000_000  # disjoint from the seeds `partseg data synth` uses by default (0 ..)
+
+
+def contact_sheet(path: str | os.PathLike = SHEET, seeds: range = range(16), size: int = 64, zoom: int = 3,
+                  cols: int = 8) -> Path:
+    """Renders with their masks: per block of `cols` faces an image row, then the mask blended over the image
+    (60 % label colour) so alignment is visible. Upscaled by `zoom` (nearest) to show the real pixels."""
+    from PIL import Image
+
+    ims, overlays = [], []
+    for s in seeds:
+        img, mask = render_face(s, size)
+        ims.append(img)
+        overlays.append((0.4 * img + 0.6 * FACES.colorize(mask)).astype(np.uint8))
+    pad = np.full((size, size, 3), 255, np.uint8)
+    rows = []
+    for i in range(0, len(ims), cols):
+        a, b = ims[i:i + cols], overlays[i:i + cols]
+        a += [pad] * (cols - len(a))
+        b += [pad] * (cols - len(b))
+        rows += [np.concatenate(a, 1), np.concatenate(b, 1)]
+    sheet = np.concatenate(rows, 0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).resize((sheet.shape[1] * zoom, sheet.shape[0] * zoom), Image.NEAREST).save(path)
+    return path
+
+
+def render_speed(n: int, workers: int, size: int = 64) -> float:
+    """Images per minute of write_synth_dataset (render + both PNGs) into a temporary folder."""
+    tmp = Path(tempfile.mkdtemp(prefix="partseg-domain-"))
+    try:
+        _, seconds = time_synth(tmp / "ds", n, size=size, seed=0, workers=workers, progress=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return n / seconds * 60
+
+
+def render_only_speed(n: int, size: int = 64) -> float:
+    """Images per minute of render_face alone (no files), in this process."""
+    t0 = time.perf_counter()
+    for s in range(n):
+        render_face(s, size)
+    return n / (time.perf_counter() - t0) * 60
+
+
+def position_floor(n_fit: int = 1000, n_eval: int = 200, size: int = 64, seed: int = FLOOR_SEED) -> dict:
+    """Each pixel's most frequent class over the fitting renders, scored like colour_floor."""
+    k = len(FACES)
+    counts = np.zeros((size * size, k), np.int64)
+    freq = np.zeros(k, np.int64)
+    for s in range(seed, seed + n_fit):
+        m = render_face(s, size)[1].ravel()
+        counts[np.arange(size * size), m] += 1
+        freq += np.bincount(m, minlength=k)
+    pred = counts.argmax(1)
+    cm = np.zeros((k, k), np.int64)
+    for s in range(seed + n_fit, seed + n_fit + n_eval):
+        cm += confusion(pred, render_face(s, size)[1].ravel(), k)
+    iou = iou_from_confusion(cm)
+    return {"iou": dict(zip(FACES.names, iou.tolist(), strict=True)), "miou": float(np.nanmean(iou)),
+            "pixel_acc": float(np.trace(cm) / cm.sum()), "freq": (freq / freq.sum()).tolist()}
+
+
+def class_presence(n: int = 200, size: int = 64, seed: int = FLOOR_SEED) -> list[float]:
+    """Fraction of images in which each class has at least one pixel."""
+    k = len(FACES)
+    seen = np.zeros(k)
+    for s in range(seed, seed + n):
+        seen += np.bincount(render_face(s, size)[1].ravel(), minlength=k) > 0
+    return (seen / n).tolist()
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {model}, {os.cpu_count()} CPUs, Python " \
+           f"{platform.python_version()}, numpy {np.__version__}"
+
+
+def section(speed: dict[int, float], render_only: float, load: str, n_speed: int, col: dict, pos: dict,
+            presence: list[float], command: str) -> str:
+    lines = [
+        START,
+        "## Procedural faces domain (issue #3)",
+        "",
+        "`partseg.faces.render_face(seed, size)`: stylised portraits with exact part masks, 10 classes "
+        "(background, skin, hair, eye, eyebrow, nose, mouth, ear, neck, clothes). Contact sheet: "
+        "[docs/domain.png](docs/domain.png) (16 faces at 64 px, zoomed 3x; image rows, then masks over the images).",
+        "",
+        f"- Machine: {machine()}; shared with other jobs (1-minute load average {load} before the speed runs), "
+        f"so the speeds are lower bounds",
+        f"- Command: `{command}`",
+        f"- Date (UTC): {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')}",
+        "",
+        f"Render speed, 64 px, `write_synth_dataset` (render + image PNG + palette mask PNG), {n_speed} images:",
+        "",
+        "| workers | images / minute |",
+        "| ---: | ---: |",
+    ]
+    lines += [f"| {w} | {v:,.0f} |" for w, v in speed.items()]
+    lines += [
+        "",
+        f"Rendering alone (`render_face`, no files, one process, {n_speed // 4} images): {render_only:,.0f} images / "
+        f"minute ({60_000 / render_only:.1f} ms per image).",
+        "",
+        "Floors a few-shot head must beat, 64 px, fitted on 1000 renders (seeds 1000000-1000999), scored on 200 "
+        "others (IoU over all held-out pixels). Colour: each pixel to the nearest class-mean RGB. Position: each "
+        "pixel to the class most frequent at that location. Frequency: share of all pixels; present: share of "
+        "images where the class appears (200 images).",
+        "",
+        "| class | colour IoU | position IoU | pixel frequency | present in |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for i, name in enumerate(FACES.names):
+        lines.append(f"| {name} | {col['iou'][name]:.3f} | {pos['iou'][name]:.3f} | {100 * pos['freq'][i]:.2f} % | "
+                     f"{100 * presence[i]:.0f} % |")
+    lines += [f"| **mean (mIoU)** | **{col['miou']:.3f}** | **{pos['miou']:.3f}** | | |",
+              f"| pixel accuracy | {col['pixel_acc']:.3f} | {pos['pixel_acc']:.3f} | | |", END]
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    old = RESULTS.read_text() if RESULTS.exists() else HEADER
+    if START in old and END in old:
+        new = old[:old.index(START)] + text + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    RESULTS.write_text(new)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-speed", type=int, default=2000, help="images per speed measurement")
+    ap.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
+    args = ap.parse_args()
+
+    print(f"contact sheet: {contact_sheet()}", flush=True)
+    load = f"{os.getloadavg()[0]:.2f}"
+    speed = {}
+    for w in (2, 1):
+        speed[w] = render_speed(args.n_speed, w)
+        print(f"{w} workers: {speed[w]:,.0f} images/minute", flush=True)
+    render_only = render_only_speed(args.n_speed // 4)
+    print(f"render only: {render_only:,.0f} images/minute", flush=True)
+    col = colour_floor(1000, 200, 64, seed=FLOOR_SEED)
+    print(f"colour floor mIoU {col['miou']:.3f}", flush=True)
+    pos = position_floor(1000, 200, 64, seed=FLOOR_SEED)
+    print(f"position floor mIoU {pos['miou']:.3f}", flush=True)
+    presence = class_presence()
+    command = "python3 benchmarks/domain.py" + ("" if args.n_speed == 2000 else f" --n-speed {args.n_speed}")
+    text = section(speed, render_only, load, args.n_speed, col, pos, presence, command)
+    if not args.no_write:
+        write_section(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
