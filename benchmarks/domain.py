@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -26,16 +25,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from report import machine, write_section  # noqa: E402
 
 from partseg.dataset import time_synth  # noqa: E402
 from partseg.faces import colour_floor, confusion, iou_from_confusion, render_face  # noqa: E402
 from partseg.labels import FACES  # noqa: E402
 
-RESULTS = ROOT / "BENCHMARKS.md"
 SHEET = ROOT / "docs" / "domain.png"
-START, END = "<!-- domain:start -->", "<!-- domain:end -->"
-HEADER = ("# Benchmarks\n\nMeasured results, one section per benchmark script. Each section names the machine, the "
-          "exact command and the date (UTC); its script rewrites only its own section.\n")
 FLOOR_SEED = 1_000_000  # disjoint from the seeds `partseg data synth` uses by default (0 ..)
 
 
@@ -109,23 +107,11 @@ def class_presence(n: int = 200, size: int = 64, seed: int = FLOOR_SEED) -> list
     return (seen / n).tolist()
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {model}, {os.cpu_count()} CPUs, Python " \
-           f"{platform.python_version()}, numpy {np.__version__}"
 
 
 def section(speed: dict[int, float], render_only: float, load: str, n_speed: int, col: dict, pos: dict,
             presence: list[float], command: str) -> str:
     lines = [
-        START,
         "## Procedural faces domain (issue #3)",
         "",
         "`partseg.faces.render_face(seed, size)`: stylised portraits with exact part masks, 10 classes "
@@ -160,17 +146,10 @@ def section(speed: dict[int, float], render_only: float, load: str, n_speed: int
         lines.append(f"| {name} | {col['iou'][name]:.3f} | {pos['iou'][name]:.3f} | {100 * pos['freq'][i]:.2f} % | "
                      f"{100 * presence[i]:.0f} % |")
     lines += [f"| **mean (mIoU)** | **{col['miou']:.3f}** | **{pos['miou']:.3f}** | | |",
-              f"| pixel accuracy | {col['pixel_acc']:.3f} | {pos['pixel_acc']:.3f} | | |", END]
+              f"| pixel accuracy | {col['pixel_acc']:.3f} | {pos['pixel_acc']:.3f} | | |"]
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else HEADER
-    if START in old and END in old:
-        new = old[:old.index(START)] + text + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    RESULTS.write_text(new)
 
 
 def main() -> None:
@@ -195,7 +174,7 @@ def main() -> None:
     command = "python3 benchmarks/domain.py" + ("" if args.n_speed == 2000 else f" --n-speed {args.n_speed}")
     text = section(speed, render_only, load, args.n_speed, col, pos, presence, command)
     if not args.no_write:
-        write_section(text)
+        write_section("domain", text)
     print(text)
 
 

@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -25,10 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "BENCHMARKS.md"
-START, END = "<!-- feature_memory:start -->", "<!-- feature_memory:end -->"
-HEADER = ("# Benchmarks\n\nMeasured results, one section per benchmark script. Each section names the machine, the "
-          "exact command and the date (UTC); its script rewrites only its own section.\n")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from report import RESULTS, machine, write_section  # noqa: E402
 
 RESOLUTION, SIZE, TILE, N_PIXELS = 256, 256, 64, 4096
 MODES = {  # name -> what it measures
@@ -96,24 +92,12 @@ def run_child(mode: str, batch: int, repeats: int) -> dict:
             "seconds": statistics.median(r["seconds"] for r in runs)}
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        found = re.search(r"^Model name:\s*(.+)$", lscpu, re.MULTILINE)
-        model = found.group(1).strip() if found else model
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {model}, {os.cpu_count()} CPUs, Python " \
-           f"{platform.python_version()}"
 
 
 def section(rows: list[dict], command: str, repeats: int) -> str:
-    import torch  # only for its version string
 
     ch = rows[0]["channels"]
     lines = [
-        START,
         "## Feature memory (issue #2)",
         "",
         f"What reading the paper's pixel features costs: a {RESOLUTION} px StyleGAN2 with the rosinality config-f "
@@ -126,7 +110,7 @@ def section(rows: list[dict], command: str, repeats: int) -> str:
         f"(one process's peak varies by up to ~100 MB); differences within ~50 MB are noise. Times include "
         f"synthesis; they are CPU wall-clock on a shared machine: compare ratios, not seconds.",
         "",
-        f"- Machine: {machine()}, torch {torch.__version__}, 2 threads",
+        f"- Machine: {machine()}",
         f"- Command: `{command}`",
         f"- Date (UTC): {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')}",
         "",
@@ -145,17 +129,10 @@ def section(rows: list[dict], command: str, repeats: int) -> str:
                          f"{r['seconds']:.2f} | {ratio} |")
     lines += ["", f"Theory for a tile: batch x {ch} x {TILE} x {TILE} x 4 bytes = "
               f"{ch * TILE * TILE * 4 / 2**20:.0f} MB per image; for the sampled pixels: batch x {N_PIXELS} x "
-              f"{ch} x 4 bytes = {N_PIXELS * ch * 4 / 2**20:.0f} MB per image.", END]
+              f"{ch} x 4 bytes = {N_PIXELS * ch * 4 / 2**20:.0f} MB per image."]
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else HEADER
-    if START in old and END in old:
-        new = old[:old.index(START)] + text + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    RESULTS.write_text(new)
 
 
 def main() -> None:
@@ -181,7 +158,7 @@ def main() -> None:
     if args.no_write:
         print(text)
     else:
-        write_section(text)
+        write_section("feature_memory", text)
         print(f"wrote the feature_memory section of {RESULTS}")
 
 

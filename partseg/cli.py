@@ -172,21 +172,72 @@ def annotate_ui() -> None:
 
 
 @app.command("train")
-def train_head() -> None:
+def train_head(
+    shots: Path = typer.Option(..., "--shots", help="Annotated generated samples (data-set layout + latents)."),
+    gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the shots were sampled from."),
+    head: str = typer.Option("cnn", "--head", help="cnn (the paper's dilated CNN) | mlp (per-pixel MLP)."),
+    out: Path = typer.Option(..., "--out", help="Head file to write (.safetensors)."),
+    steps: int = typer.Option(0, "--steps", help="Optimiser steps (0: 600 for cnn, 1000 for mlp)."),
+    ensemble: int = typer.Option(1, "--ensemble", help="Train N heads from different seeds and average them."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
     """Train a few-shot CNN/MLP head on annotated generated images."""
-    _not_yet("train", 4)
+    from .fewshot import FewShotConfig, load_shots
+    from .fewshot import train_head as fit
+    from .gan import load_generator
+
+    G = load_generator(gan, device=device)
+    sh = load_shots(shots)
+    h = fit(G, sh, FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed))
+    h.meta["gan_source"] = gan
+    h.save(out)
+    typer.echo(f"trained a {head} head on {len(sh.names)} shots in {h.meta['train_seconds']} s -> {out}")
 
 
 @app.command("predict")
-def predict() -> None:
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files or folders."),
+    head: Path = typer.Option(..., "--head", help="Head file from `partseg train`."),
+    gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the head was trained on."),
+    mode: str = typer.Option("inversion", "--mode", help="inversion (GAN inversion + head); unet arrives with #5."),
+    out: Path = typer.Option(..., "--out", help="Output folder: labels/, overlays/, reconstructions/."),
+    steps: int = typer.Option(300, "--steps", help="Inversion steps per image."),
+    batch: int = typer.Option(8, "--batch", help="Images inverted together."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
     """Segment images with a distilled UNet (fast) or through GAN inversion (accurate)."""
-    _not_yet("predict", 4)
+    if mode != "inversion":
+        _not_yet(f"predict --mode {mode}", 5)
+    from .fewshot import FewShotHead
+    from .gan import load_generator
+    from .invert import InversionConfig
+    from .segment import list_image_files, predict_files
+
+    G = load_generator(gan, device=device)
+    h = FewShotHead.load(head, G)
+    files = list_image_files(images)
+    predict_files(files, G, h, out, InversionConfig(steps=steps), batch=batch)
+    typer.echo(f"segmented {len(files)} images -> {out} (labels/, overlays/, reconstructions/, predictions.json)")
 
 
 @app.command("eval")
-def evaluate() -> None:
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="Predicted masks (folder, or a predict/data-set folder)."),
+    gt: Path = typer.Option(..., "--gt", help="Ground-truth masks (folder, or a data-set folder)."),
+    labels: Path = typer.Option(None, "--labels", help="labels.json (default: the ground truth's)."),
+    out: Path = typer.Option(None, "--out", help="Where eval.json and eval.png go (default: --pred)."),
+) -> None:
     """Per-class IoU, mIoU, pixel accuracy and confusion matrix of predictions against ground truth."""
-    _not_yet("eval", 4)
+    from .evaluate import evaluate_and_write
+    from .labels import Labels
+
+    lab = Labels.load(labels or gt / "labels.json")
+    rep = evaluate_and_write(pred, gt, lab, out or pred)
+    for n, v in rep["iou"].items():
+        typer.echo(f"  {n:>12s}  {'-' if v is None else f'{v:.3f}'}")
+    typer.echo(f"mIoU {rep['miou']:.4f}, pixel accuracy {rep['pixel_accuracy']:.4f} -> {out or pred}/eval.json, "
+               f"eval.png")
 
 
 @app.command("distill")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .gan.sampling import Samples, sample_name, save_samples
 from .labels import IGNORE, LABELS_FILE, Labels
 
 IMAGES, MASKS = "images", "masks"
@@ -207,3 +208,25 @@ def time_synth(out: str | os.PathLike, n: int, size: int = 64, seed: int = 0, wo
     t0 = time.perf_counter()
     path = write_synth_dataset(out, n, size=size, seed=seed, workers=workers, progress=progress)
     return path, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------ generated samples
+
+
+def write_sample_set(out: str | os.PathLike, samples: Samples, labels: Labels, masks: np.ndarray | None = None,
+                     generator: str = "") -> Path:
+    """Generated samples in the data-set layout, with the exact latents that regenerate them.
+
+    out/images/seedNNNNNN.png, out/labels.json, out/latents.safetensors + out/samples.json (z, ws, seeds,
+    truncation, noise mode: what the few-shot heads need to recompute the GAN features), and, when `masks`
+    [N, H, W] is given, out/masks/seedNNNNNN.png. Without masks it is an annotation kit waiting for labels.
+    """
+    out = Path(out)
+    save_samples(samples, out, generator=generator, subdir=IMAGES)
+    labels.save(out / LABELS_FILE)
+    if masks is not None:
+        if len(masks) != len(samples.seeds):
+            raise ValueError(f"{len(masks)} masks for {len(samples.seeds)} samples")
+        for seed, m in zip(samples.seeds, masks, strict=True):
+            write_mask(out / MASKS / f"{sample_name(seed)}.png", np.asarray(m, dtype=np.uint8), labels)
+    return out

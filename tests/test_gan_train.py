@@ -60,6 +60,13 @@ def test_dataset_errors_name_the_problem(tmp_path):
         ImageFolder(tmp_path, 32)[0]
 
 
+def test_partseg_dataset_folder_trains_on_images_only(tmp_path):
+    from partseg.dataset import write_synth_dataset
+
+    write_synth_dataset(tmp_path, 3, size=32, workers=1, progress=False)
+    assert len(ImageFolder(tmp_path, 32, mirror=False)) == 3  # masks/ is not read as training images
+
+
 def test_sampler_splits_ranks_and_resumes():
     def take(s, k):
         it = iter(s)

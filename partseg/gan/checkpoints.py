@@ -7,6 +7,7 @@ safetensors, and NVIDIA pickles go through the restricted unpickler in `nvidia.p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from importlib import resources
@@ -25,6 +26,19 @@ TRAIN_FORMAT = "partseg.gan.train"
 
 # name -> file inside the package's `weights/` folder; filled as weights are shipped.
 BUILTINS: dict[str, str] = {"faces64": "faces64.safetensors"}
+# name -> folder (data-set layout, with latents) of a built-in generator's default annotation set
+BUILTIN_ANNOTATIONS: dict[str, str] = {"faces64": "faces64_annotations"}
+
+
+def builtin_annotations(name: str) -> Path:
+    """The default annotation set shipped with built-in generator `name` (10 oracle-labelled samples)."""
+    if name not in BUILTIN_ANNOTATIONS:
+        raise FileNotFoundError(f"no default annotation set for 'builtin:{name}'; known: {sorted(BUILTIN_ANNOTATIONS)}")
+    path = Path(str(resources.files("partseg") / "weights" / BUILTIN_ANNOTATIONS[name]))
+    if not (path / "labels.json").exists():
+        raise FileNotFoundError(f"the default annotation set of 'builtin:{name}' is not shipped in this install "
+                                f"(expected {path})")
+    return path
 
 
 def builtin_path(name: str) -> Path:
@@ -133,3 +147,14 @@ def _load_torch_checkpoint(path: Path) -> Generator:
     raise CheckpointFormatError(f"{path}: torch checkpoint is neither a partseg training run (format "
                                 f"'{TRAIN_FORMAT}') nor a rosinality checkpoint (key 'g_ema'); top-level keys: "
                                 f"{sorted(ckpt)[:10]}")
+
+
+def generator_fingerprint(G: Generator) -> str:
+    """A short hash of the generator's weights and config: heads record it, so a head is never silently used
+    with a GAN whose features it was not trained on. Computed on float32 values, so a float16 file and its
+    loaded copy agree."""
+    h = hashlib.sha256(json.dumps(G.cfg.to_dict(), sort_keys=True).encode())
+    for k, v in sorted(G.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -24,6 +24,8 @@ def list_images(root: str | os.PathLike) -> list[Path]:
         raise FileNotFoundError(f"training data folder not found: {root}")
     if not root.is_dir():
         raise NotADirectoryError(f"training data must be a folder of images, got a file: {root}")
+    if (root / "labels.json").is_file() and (root / "images").is_dir():
+        root = root / "images"  # a partseg data set: train on its images, never on its masks
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"no images found in {root} (looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")

@@ -45,15 +45,21 @@ def noise_for_seed(G: Generator, seed: int) -> list[torch.Tensor]:
     return [torch.randn(1, 1, res[n], res[n], generator=gen) for n in G.synthesis.layer_names]
 
 
+def noise_for_samples(G: Generator, seeds: list[int], noise_mode: str) -> list[torch.Tensor] | None:
+    """The explicit per-layer noise of a batch of samples: per-seed maps in 'random' mode, else None (the
+    synthesis network then uses its stored maps ('const') or none)."""
+    if noise_mode != "random":
+        return None
+    dev = G.mean_w.device
+    per = [noise_for_seed(G, s) for s in seeds]
+    return [torch.cat([p[i] for p in per]).to(dev) for i in range(len(per[0]))]
+
+
 @torch.no_grad()
 def render_ws(G: Generator, ws: torch.Tensor, seeds: list[int], noise_mode: str) -> torch.Tensor:
     """Render ws with per-sample noise ('random' noise comes from each sample's seed)."""
-    dev = G.mean_w.device
-    noise = None
-    if noise_mode == "random":
-        per = [noise_for_seed(G, s) for s in seeds]
-        noise = [torch.cat([p[i] for p in per]).to(dev) for i in range(len(per[0]))]
-    return G.synthesis(ws.to(dev), noise_mode=noise_mode, noise=noise).cpu()
+    noise = noise_for_samples(G, seeds, noise_mode)
+    return G.synthesis(ws.to(G.mean_w.device), noise_mode=noise_mode, noise=noise).cpu()
 
 
 @torch.no_grad()
@@ -90,20 +96,28 @@ def save_png(img: Image.Image, path: str | os.PathLike) -> None:
         img.save(tmp, format="PNG")
 
 
-def save_samples(s: Samples, out: str | os.PathLike, generator: str = "") -> list[Path]:
-    """PNGs plus latents.safetensors (z, ws) and samples.json (file, seed, truncation, noise mode)."""
+def sample_name(seed: int) -> str:
+    return f"seed{seed:06d}"
+
+
+def save_samples(s: Samples, out: str | os.PathLike, generator: str = "", subdir: str = "") -> list[Path]:
+    """PNGs plus latents.safetensors (z, ws) and samples.json (file, seed, truncation, noise mode).
+
+    subdir: put the PNGs in out/subdir (the data-set layout uses "images"); samples.json names them relative
+    to out.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / subdir).mkdir(parents=True, exist_ok=True)
     files = []
     for seed, a in zip(s.seeds, to_uint8(s.images), strict=True):
-        path = out / f"seed{seed:06d}.png"
+        path = out / subdir / f"{sample_name(seed)}.png"
         save_png(Image.fromarray(a), path)
         files.append(path)
     with atomic_path(out / LATENTS_FILE) as tmp:
         save_file({"z": s.z.contiguous(), "ws": s.ws.contiguous(), "seeds": torch.tensor(s.seeds)}, str(tmp))
     index = {"generator": generator, "truncation": s.truncation, "noise_mode": s.noise_mode,
              "latents": LATENTS_FILE,
-             "samples": [{"file": f.name, "seed": sd, "index": i}
+             "samples": [{"file": f.relative_to(out).as_posix(), "seed": sd, "index": i}
                          for i, (f, sd) in enumerate(zip(files, s.seeds, strict=True))]}
     atomic_write_text(json.dumps(index, indent=1), out / INDEX_FILE)
     return files

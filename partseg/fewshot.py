@@ -1,0 +1,214 @@
+"""Few-shot training: annotated generated samples (their latents + masks) -> a head on the GAN's pixel features.
+
+The paper's loop: for each shot, regenerate the GAN features from its recorded latents (and noise), then fit
+a head with Adam and cross-entropy. CNN heads see whole feature maps (one shot per step); MLP heads see random
+pixels of all shots per step. The head file records everything needed to use it again and to refuse misuse:
+the GAN fingerprint, layers, feature size, resize mode, noise mode and labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .atomic import atomic_path
+from .dataset import load_dataset, read_mask
+from .features import feature_channels, pixel_features, stylegan_source
+from .gan.checkpoints import generator_fingerprint
+from .gan.sampling import noise_for_samples
+from .gan.stylegan2 import Generator
+from .heads import Ensemble, HeadConfig
+from .labels import IGNORE, Labels
+
+HEAD_FORMAT = "partseg.head"
+
+
+@dataclass
+class FewShotConfig:
+    head: str = "cnn"
+    steps: int = 0  # 0 -> 600 for cnn, 1500 for mlp
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    ensemble: int = 1
+    pixels_per_step: int = 2048  # mlp
+    layers: str = "paper"
+    size: int = 0  # feature map size; 0 -> the generator's resolution
+    mode: str = "bilinear"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            self.steps = 600 if self.head == "cnn" else 1000
+
+
+@dataclass
+class Shots:
+    """Annotated generated samples: latents, masks, how to regenerate their features."""
+
+    names: list[str]
+    ws: torch.Tensor  # [K, num_ws, w_dim]
+    seeds: list[int]
+    noise_mode: str
+    masks: torch.Tensor  # [K, H, W] long, 255 = ignore
+    labels: Labels
+
+
+def load_shots(root: str | os.PathLike) -> Shots:
+    """A data-set folder whose images are generated samples with recorded latents (samples.json)."""
+    root = Path(root)
+    labels, items = load_dataset(root)
+    index_path = root / "samples.json"
+    if not index_path.exists():
+        raise FileNotFoundError(f"{root}: no samples.json: these shots carry no latents (annotated real images "
+                                f"must be inverted first)")
+    index = json.loads(index_path.read_text())
+    lat = load_file(str(root / index.get("latents", "latents.safetensors")))
+    by_name = {Path(s["file"]).stem: s for s in index["samples"]}
+    names, rows, seeds, masks = [], [], [], []
+    for name, img_path, mask_path in items:
+        if name not in by_name:
+            raise ValueError(f"{img_path}: image has no latent in {index_path}")
+        s = by_name[name]
+        names.append(name)
+        rows.append(int(s["index"]))
+        seeds.append(int(s["seed"]))
+        masks.append(torch.from_numpy(read_mask(mask_path, labels, img_path)).long())
+    if not names:
+        raise ValueError(f"{root}: no annotated images")
+    return Shots(names, lat["ws"][rows], seeds, index.get("noise_mode", "const"), torch.stack(masks), labels)
+
+
+def shot_features(G: Generator, shots: Shots, cfg: FewShotConfig, dtype: torch.dtype = torch.float32):
+    """[K, C, S, S] features of every shot, computed one shot at a time."""
+    out = []
+    for i in range(len(shots.names)):
+        noise = noise_for_samples(G, shots.seeds[i:i + 1], shots.noise_mode)
+        src = stylegan_source(G, cfg.layers, noise_mode=shots.noise_mode, noise=noise)
+        _, f = pixel_features(src, shots.ws[i:i + 1].to(G.mean_w.device), size=cfg.size or None, mode=cfg.mode,
+                              dtype=dtype)
+        out.append(f.cpu())
+    return torch.cat(out), src.layers
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if logits.shape[-2:] != target.shape[-2:]:  # masks finer than the features: compare at the mask's size
+        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, target, ignore_index=IGNORE)
+
+
+def train_head(G: Generator, shots: Shots, cfg: FewShotConfig, progress: bool = True) -> FewShotHead:
+    """Fit a head (or an ensemble, each member from its own seed) to the shots; deterministic on CPU."""
+    t0 = time.time()
+    feats, layers = shot_features(G, shots, cfg)
+    size = feats.shape[-1]
+    hcfg = HeadConfig(kind=cfg.head, in_channels=feats.shape[1], num_classes=len(shots.labels))
+    torch.manual_seed(cfg.seed)
+    ens = Ensemble(hcfg, cfg.ensemble)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    # masks at the feature size, for pixel sampling (nearest keeps class indices intact)
+    masks_f = shots.masks if shots.masks.shape[-1] == size else F.interpolate(
+        shots.masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+    flat_f = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+    flat_m = masks_f.reshape(-1)
+    valid = (flat_m != IGNORE).nonzero()[:, 0]
+    if len(valid) == 0:
+        raise ValueError("the shots have no labelled pixels")
+    bar = tqdm(total=cfg.steps * len(ens.members), desc=f"train {cfg.head} head", disable=not progress)
+    for m_i, member in enumerate(ens.members):
+        torch.manual_seed(cfg.seed * 1000 + m_i)
+        member.train()
+        opt = torch.optim.Adam(member.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
+        for step in range(cfg.steps):
+            if cfg.head == "cnn":
+                i = int(torch.randint(len(feats), (1,), generator=gen))
+                x, y = feats[i:i + 1], shots.masks[i:i + 1]
+                if torch.rand((), generator=gen) < 0.5:  # mirrored features and labels: a free second view
+                    x, y = x.flip(-1), y.flip(-1)
+                loss = _loss(member(x), y)
+            else:
+                pick = valid[torch.randint(len(valid), (cfg.pixels_per_step,), generator=gen)]
+                loss = F.cross_entropy(member(flat_f[pick]), flat_m[pick])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        member.eval()
+    bar.close()
+    meta = {"gan_fingerprint": generator_fingerprint(G), "layers": layers, "size": size, "mode": cfg.mode,
+            "noise_mode": shots.noise_mode, "train_config": asdict(cfg), "shots": shots.names,
+            "train_seconds": round(time.time() - t0, 1)}
+    return FewShotHead(ens.eval(), shots.labels, meta)
+
+
+class FewShotHead:
+    """A trained head plus what it needs to be applied: which GAN, which layers, which feature size."""
+
+    def __init__(self, ensemble: Ensemble, labels: Labels, meta: dict):
+        self.ensemble, self.labels, self.meta = ensemble, labels, meta
+
+    def check_generator(self, G: Generator, where: str = "head") -> None:
+        fp = generator_fingerprint(G)
+        if fp != self.meta["gan_fingerprint"]:
+            raise ValueError(f"{where} was trained on the features of another GAN (fingerprint "
+                             f"{self.meta['gan_fingerprint']}, this one is {fp}); train a head for this GAN")
+
+    @torch.no_grad()
+    def predict_ws(self, G: Generator, ws: torch.Tensor, noise: list | None = None,
+                   noise_mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images [N, 3, H, W], log-probabilities [N, K, S, S]) for latents ws."""
+        src = stylegan_source(G, self.meta["layers"], noise_mode=noise_mode or self.meta["noise_mode"], noise=noise)
+        img, feats = pixel_features(src, ws, size=self.meta["size"], mode=self.meta["mode"])
+        return img, F.log_softmax(self.ensemble(feats), dim=1)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.ensemble.state_dict().items()}
+        meta = {"format": HEAD_FORMAT, "format_version": "1", "head_config": json.dumps(self.ensemble.cfg.to_dict()),
+                "ensemble": str(len(self.ensemble.members)), "labels": self.labels.to_json(),
+                "meta": json.dumps(self.meta)}
+        with atomic_path(path) as tmp:
+            save_file(sd, str(tmp), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, G: Generator | None = None) -> FewShotHead:
+        """Load a head; with G, refuse it unless it was trained on this GAN's features."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"head file not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001 - safetensors' errors do not name the file
+            raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+        if meta.get("format") != HEAD_FORMAT:
+            raise ValueError(f"{path}: not a partseg head (metadata 'format' is {meta.get('format')!r})")
+        ens = Ensemble(HeadConfig(**json.loads(meta["head_config"])), int(meta["ensemble"]))
+        ens.load_state_dict(sd)
+        head = cls(ens.eval(), Labels.from_json(meta["labels"]), json.loads(meta["meta"]))
+        if G is not None:
+            head.check_generator(G, str(path))
+        return head
+
+
+def channels_of(G: Generator, cfg: FewShotConfig) -> int:
+    return feature_channels(stylegan_source(G, cfg.layers))
+
+
+def as_uint8_labels(logp: torch.Tensor) -> np.ndarray:
+    return logp.argmax(1).byte().cpu().numpy()
