@@ -154,15 +154,66 @@ def data_synth(
 
 
 @annotate_app.command("export")
-def annotate_export() -> None:
-    """Write an annotation kit of generated images."""
-    _not_yet("annotate export", 4)
+def annotate_export(
+    gan: str = typer.Option("builtin:faces64", "--gan", help="Generator: file, run folder or builtin:NAME."),
+    n: int = typer.Option(20, "-n", help="Number of images to annotate."),
+    seed: int = typer.Option(0, "--seed", help="Image i is sample SEED+i (file images/seed{SEED+i:06d}.png)."),
+    labels: Path = typer.Option(None, "--labels", help="labels.json of the classes (default: the built-in faces)."),
+    truncation: float = typer.Option(1.0, "--truncation", help="Truncation psi (1 = none)."),
+    noise_mode: str = typer.Option("const", "--noise-mode", help="const | random | none."),
+    device: str = typer.Option("cpu", "--device"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+    out: Path = typer.Option(..., "--out", help="Kit folder: images/, latents, README.md, label configs."),
+) -> None:
+    """Write an annotation kit of generated images (with their latents and the annotators' label configs)."""
+    from .annotations import AnnotationError, export_kit
+    from .labels import FACES, Labels
+
+    try:
+        path = export_kit(gan, n, seed, Labels.load(labels) if labels is not None else FACES, out,
+                          truncation=truncation, noise_mode=noise_mode, device=device, overwrite=overwrite)
+    except AnnotationError as e:
+        _fail(str(e))
+    typer.echo(f"wrote an annotation kit of {n} images to {path}; annotators start with {path / 'README.md'}")
 
 
 @annotate_app.command("import")
-def annotate_import() -> None:
-    """Import annotations (png, labelme, cvat, coco, celebamask-hq)."""
-    _not_yet("annotate import", 4)
+def annotate_import(
+    src: Path = typer.Argument(..., help="Annotations: a folder or file, as the format expects."),
+    fmt: str = typer.Option(..., "--format", help="png | labelme | cvat | coco | celebamask-hq."),
+    labels: Path = typer.Option(None, "--labels", help="labels.json (default: the kit's, else the built-in faces)."),
+    kit: Path = typer.Option(None, "--kit", help="The kit the images came from: images and latents are taken there."),
+    images: Path = typer.Option(None, "--images", help="Folder of the images (without --kit, or real images)."),
+    unlabelled: str = typer.Option("background", "--unlabelled", help="Pixels no shape covers: background | ignore."),
+    overlap: str = typer.Option("z-order", "--overlap", help="z-order (later shape wins) | error."),
+    allow_real: bool = typer.Option(False, "--allow-real", help="Accept images that are not in the kit (no latent)."),
+    skip_empty: bool = typer.Option(False, "--skip-empty", help="Leave out images with nothing labelled."),
+    mapping: Path = typer.Option(None, "--mapping", help="celebamask-hq: JSON {part: class name or null}."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+    out: Path = typer.Option(..., "--out", help="Output data set: labels.json, images/, masks/ (+ latents)."),
+) -> None:
+    """Import annotations (png, labelme, cvat, coco, celebamask-hq) into one data set with the kit's latents."""
+    import json
+    import warnings
+
+    from .annotations import AnnotationError, import_annotations
+
+    try:
+        part_map = json.loads(mapping.read_text()) if mapping is not None else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = import_annotations(src, fmt, labels, out, kit, images=images, unlabelled=unlabelled,
+                                      overlap=overlap, allow_real=allow_real, skip_empty=skip_empty,
+                                      mapping=part_map, overwrite=overwrite)
+    except (AnnotationError, json.JSONDecodeError) as e:
+        _fail(str(e))
+    for w in caught:
+        typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+    n_masks = len(list((path / "masks").glob("*.png")))
+    index = path / "samples.json"
+    real = sum(bool(s.get("real")) for s in json.loads(index.read_text())["samples"]) if index.exists() else None
+    detail = "" if real is None else f" ({n_masks - real} generated with their latents, {real} real)"
+    typer.echo(f"imported {n_masks} annotated images{detail} to {path}")
 
 
 @annotate_app.command("ui")
