@@ -239,7 +239,7 @@ def train_head(
     from .gan import load_generator
 
     G = load_generator(gan, device=device)
-    sh = load_shots(shots)
+    sh = load_shots(shots, G, progress=True)  # annotated real images are inverted into G first
     h = fit(G, sh, FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed))
     h.meta["gan_source"] = gan
     h.save(out)

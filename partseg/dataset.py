@@ -17,6 +17,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from .gan.sampling import Samples, sample_name, save_samples
@@ -131,6 +132,20 @@ def load_dataset(root: str | os.PathLike) -> tuple[Labels, list[tuple[str, Path,
             parts.append(f"{len(only_mask)} masks without an image in images/: {show(only_mask)}")
         raise ValueError(f"{root}: " + "; ".join(parts))
     return labels, [(n, images[n], masks[n]) for n in sorted(images)]
+
+
+def load_images(files: list[Path], size: int) -> torch.Tensor:
+    """[N, 3, size, size] in [-1, 1]: each image centre-cropped to a square and resized."""
+    out = []
+    for f in files:
+        img = Image.fromarray(read_image(f))
+        w, h = img.size
+        s = min(w, h)
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        if s != size:
+            img = img.resize((size, size), Image.LANCZOS if s > size else Image.BICUBIC)
+        out.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 127.5 - 1)
+    return torch.stack(out)
 
 
 # ------------------------------------------------------------------------------------------ procedural faces

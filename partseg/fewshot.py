@@ -22,12 +22,13 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from .atomic import atomic_path
-from .dataset import load_dataset, read_mask
+from .dataset import load_dataset, load_images, read_mask
 from .features import feature_channels, pixel_features, stylegan_source
 from .gan.checkpoints import generator_fingerprint
 from .gan.sampling import noise_for_samples
 from .gan.stylegan2 import Generator
 from .heads import Ensemble, HeadConfig
+from .invert import InversionConfig, invert
 from .labels import IGNORE, Labels
 
 HEAD_FORMAT = "partseg.head"
@@ -53,49 +54,71 @@ class FewShotConfig:
 
 @dataclass
 class Shots:
-    """Annotated generated samples: latents, masks, how to regenerate their features."""
+    """Annotated samples: latents, masks, how to regenerate their features.
+
+    Generated samples carry their recorded latents (and noise via seed + noise mode); annotated real images get
+    latents and noise maps by GAN inversion (`noise[i]` then holds that shot's optimised noise)."""
 
     names: list[str]
     ws: torch.Tensor  # [K, num_ws, w_dim]
-    seeds: list[int]
+    seeds: list[int | None]
     noise_mode: str
     masks: torch.Tensor  # [K, H, W] long, 255 = ignore
     labels: Labels
+    noise: list[list[torch.Tensor] | None] | None = None
+    real: list[bool] | None = None
 
 
-def load_shots(root: str | os.PathLike) -> Shots:
-    """A data-set folder whose images are generated samples with recorded latents (samples.json)."""
+def load_shots(root: str | os.PathLike, G: Generator | None = None, inversion: InversionConfig | None = None,
+               progress: bool = False) -> Shots:
+    """A data-set folder of annotated samples. Generated ones need their latents (samples.json +
+    latents.safetensors); real ones (recorded as real, or a folder without samples.json) are inverted into G."""
     root = Path(root)
     labels, items = load_dataset(root)
     index_path = root / "samples.json"
-    if not index_path.exists():
-        raise FileNotFoundError(f"{root}: no samples.json: these shots carry no latents (annotated real images "
-                                f"must be inverted first)")
-    index = json.loads(index_path.read_text())
-    lat = load_file(str(root / index.get("latents", "latents.safetensors")))
+    index = json.loads(index_path.read_text()) if index_path.exists() else {"samples": []}
+    lat = load_file(str(root / index["latents"])) if index.get("latents") else {}
     by_name = {Path(s["file"]).stem: s for s in index["samples"]}
-    names, rows, seeds, masks = [], [], [], []
+    names, ws, seeds, masks, real, to_invert = [], [], [], [], [], []
     for name, img_path, mask_path in items:
-        if name not in by_name:
-            raise ValueError(f"{img_path}: image has no latent in {index_path}")
-        s = by_name[name]
+        s = by_name.get(name)
+        if index_path.exists() and s is None:
+            raise ValueError(f"{img_path}: image is not listed in {index_path} (neither a generated sample with a "
+                             f"latent nor a real image)")
         names.append(name)
-        rows.append(int(s["index"]))
-        seeds.append(int(s["seed"]))
         masks.append(torch.from_numpy(read_mask(mask_path, labels, img_path)).long())
+        is_real = s is None or bool(s.get("real")) or s.get("index") is None
+        real.append(is_real)
+        seeds.append(None if is_real else int(s["seed"]))
+        ws.append(None if is_real else lat["ws"][int(s["index"])])
+        if is_real:
+            to_invert.append(len(names) - 1)
     if not names:
         raise ValueError(f"{root}: no annotated images")
-    return Shots(names, lat["ws"][rows], seeds, index.get("noise_mode", "const"), torch.stack(masks), labels)
+    noise: list = [None] * len(names)
+    if to_invert:
+        if G is None:
+            raise ValueError(f"{root}: {len(to_invert)} annotated real images need GAN inversion; pass the generator")
+        images = load_images([items[i][1] for i in to_invert], G.resolution)
+        inv = invert(G, images, inversion, progress=progress)
+        for j, i in enumerate(to_invert):
+            ws[i] = inv.ws[j].cpu()
+            noise[i] = [t[j:j + 1].cpu() for t in inv.noise]
+    return Shots(names, torch.stack(ws), seeds, index.get("noise_mode") or "const", torch.stack(masks), labels,
+                 noise if to_invert else None, real)
 
 
 def shot_features(G: Generator, shots: Shots, cfg: FewShotConfig, dtype: torch.dtype = torch.float32):
     """[K, C, S, S] features of every shot, computed one shot at a time."""
     out = []
+    dev = G.mean_w.device
     for i in range(len(shots.names)):
-        noise = noise_for_samples(G, shots.seeds[i:i + 1], shots.noise_mode)
+        if shots.noise is not None and shots.noise[i] is not None:
+            noise = [t.to(dev) for t in shots.noise[i]]
+        else:
+            noise = noise_for_samples(G, [shots.seeds[i]], shots.noise_mode)
         src = stylegan_source(G, cfg.layers, noise_mode=shots.noise_mode, noise=noise)
-        _, f = pixel_features(src, shots.ws[i:i + 1].to(G.mean_w.device), size=cfg.size or None, mode=cfg.mode,
-                              dtype=dtype)
+        _, f = pixel_features(src, shots.ws[i:i + 1].to(dev), size=cfg.size or None, mode=cfg.mode, dtype=dtype)
         out.append(f.cpu())
     return torch.cat(out), src.layers
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .atomic import atomic_write_text
-from .dataset import IMAGE_SUFFIXES, read_image, write_image, write_mask
+from .dataset import IMAGE_SUFFIXES, load_images, write_image, write_mask
 from .fewshot import FewShotHead
 from .gan.sampling import to_uint8
 from .gan.stylegan2 import Generator
@@ -35,20 +34,6 @@ def list_image_files(inputs: list[str | os.PathLike]) -> list[Path]:
     if not files:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     return files
-
-
-def load_images(files: list[Path], size: int) -> torch.Tensor:
-    """[N, 3, size, size] in [-1, 1]: each image centre-cropped to a square and resized."""
-    out = []
-    for f in files:
-        img = Image.fromarray(read_image(f))
-        w, h = img.size
-        s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        if s != size:
-            img = img.resize((size, size), Image.LANCZOS if s > size else Image.BICUBIC)
-        out.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 127.5 - 1)
-    return torch.stack(out)
 
 
 def overlay(image: np.ndarray, labels_map: np.ndarray, labels: Labels, alpha: float = 0.55) -> np.ndarray:

@@ -9,6 +9,7 @@ from partseg.dataset import write_sample_set
 from partseg.fewshot import FewShotConfig, FewShotHead, load_shots, train_head
 from partseg.gan import Generator
 from partseg.gan.sampling import sample
+from partseg.invert import InversionConfig
 from partseg.labels import Labels
 from tests.conftest import tiny_config
 
@@ -53,7 +54,12 @@ def test_head_refuses_another_gan(tiny_G, shots, tmp_path):
         FewShotHead.load(tmp_path / "h.safetensors", other)
 
 
-def test_shots_without_latents_are_refused(tmp_path, shots):
-    (tmp_path / "shots" / "samples.json").unlink()
-    with pytest.raises(FileNotFoundError, match="carry no latents"):
+def test_annotated_real_images_are_inverted_first(tmp_path, shots, tiny_G):
+    (tmp_path / "shots" / "samples.json").unlink()  # now plain annotated images: no latents
+    with pytest.raises(ValueError, match="need GAN inversion; pass the generator"):
         load_shots(tmp_path / "shots")
+    tiny_G.compute_mean_w(n=256)
+    real = load_shots(tmp_path / "shots", tiny_G, InversionConfig(steps=5))
+    assert real.real == [True] * 3 and real.noise is not None and real.ws.shape == shots.ws.shape
+    head = train_head(tiny_G, real, FewShotConfig(head="mlp", steps=5), progress=False)
+    assert head.predict_ws(tiny_G, real.ws[:1], noise=real.noise[0])[1].shape[1] == 2
