@@ -288,7 +288,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
         save_generator(G_ema, run / "generator.safetensors", extra={"step": str(step)})
         with torch.no_grad():
             imgs = torch.cat([G_ema(grid_z[i:i + 16].to(device)).float().cpu() for i in range(0, len(grid_z), 16)])
-        save_png(image_grid(imgs), run / f"grid-step{step:07d}.png")
+        save_png(image_grid(imgs, cols=8), run / f"grid-step{step:07d}.png")
 
     def mixed_ws(z: torch.Tensor) -> torch.Tensor:
         """Mapping with style mixing: with probability `mixing` the layers from a random cutoff use a 2nd z."""
