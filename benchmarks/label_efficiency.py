@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from report import machine, utc_now, write_section  # noqa: E402
 
 from partseg.atomic import atomic_write_text  # noqa: E402
+from partseg.augment import AugmentConfig, augment_pair  # noqa: E402
 from partseg.faces import render_face  # noqa: E402
 from partseg.fewshot import FewShotConfig, Shots, train_head  # noqa: E402
 from partseg.gan import load_generator  # noqa: E402
@@ -79,7 +80,7 @@ def score_head(G, head, inv: dict, masks: torch.Tensor) -> float:
 
 
 def supervised_batches(n: int, batch: int, seed: int):
-    """N fixed rendered faces, augmented (flip, scale 0.5-2, rotation +-10 deg, translation) each step."""
+    """N fixed rendered faces, augmented as in the paper (flip, scale 0.5-2, rotation, translation, colour)."""
     imgs, masks = zip(*(render_face(s) for s in range(SUPERVISED_SEED0 + 10_000 * seed,
                                                       SUPERVISED_SEED0 + 10_000 * seed + n)), strict=True)
     x_all, y_all = to_input(np.stack(imgs)), torch.from_numpy(np.stack(masks)).long()
@@ -90,27 +91,10 @@ def supervised_batches(n: int, batch: int, seed: int):
             g = torch.Generator().manual_seed(seed * 7919 + step)
             idx = torch.randint(n, (batch,), generator=g)
             x, y = x_all[idx], y_all[idx]
-            yield augment(x, y, g)
+            yield augment_pair(x, y, AugmentConfig(), g)
             step += 1
 
     return make
-
-
-def augment(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random affine (scale 0.5-2, rotation +-10 deg, translation up to 25% each way) and horizontal flip."""
-    n = len(x)
-    scale = torch.exp(torch.empty(n).uniform_(np.log(0.5), np.log(2.0), generator=g))
-    angle = torch.empty(n).uniform_(-10, 10, generator=g) * np.pi / 180
-    shift = torch.empty(n, 2).uniform_(-0.5, 0.5, generator=g)
-    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
-                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
-    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    xa = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    ya = torch.nn.functional.grid_sample(y[:, None].float(), grid, mode="nearest", padding_mode="zeros",
-                                         align_corners=False)[:, 0].long()  # outside the image: background (0)
-    return xa, ya
 
 
 def run_supervised(n: int, seed: int, steps: int, test: tuple) -> float:
