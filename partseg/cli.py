@@ -292,9 +292,38 @@ def evaluate(
 
 
 @app.command("distill")
-def distill() -> None:
-    """Auto-shot: train a UNet on generated images labelled by a head."""
-    _not_yet("distill", 5)
+def distill(
+    head: Path = typer.Option(..., "--head", help="Head file from `partseg train`."),
+    gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the head was trained on."),
+    out: Path = typer.Option(..., "--out", help="Run folder: model.safetensors (last), best.safetensors, log."),
+    steps: int = typer.Option(3000, "--steps"),
+    batch: int = typer.Option(16, "--batch", help="Generated pairs per step."),
+    confidence: float = typer.Option(0.5, "--confidence", help="Ignore pixels where the head's max softmax is "
+                                     "below this (0: keep all)."),
+    val_renders: int = typer.Option(0, "--val-renders", help="Validate mIoU on N rendered faces with exact masks "
+                                    "(built-in domain only; 0: no validation)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Auto-shot: train a UNet on generated images labelled by a head (re-run to resume)."""
+    from .distill import DistillConfig
+    from .distill import distill as run_distill
+    from .fewshot import FewShotHead
+    from .gan import load_generator
+
+    G = load_generator(gan, device=device)
+    h = FewShotHead.load(head, G)
+    validate = None
+    if val_renders:
+        from .oracle import evaluate_on_renders
+
+        def validate(model):
+            return evaluate_on_renders(model, n=val_renders, size=G.resolution).miou
+
+    _, res = run_distill(G, h, DistillConfig(steps=steps, batch=batch, confidence=confidence, seed=seed), out,
+                         validate=validate)
+    best = f", best validation mIoU {res['best']:.4f}" if res["best"] is not None else ""
+    typer.echo(f"distilled {res['step']} steps -> {out / 'model.safetensors'}{best}")
 
 
 @export_app.command("onnx")

@@ -56,13 +56,20 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str | os.PathLike,
                   labels: Labels | None = None, device: str | torch.device = "cpu", progress: bool = True,
-                  stop_at_step: int | None = None, desc: str = "train") -> dict:
-    """Train `model` in place (resuming from `run` if it holds a checkpoint); returns a summary."""
+                  stop_at_step: int | None = None, desc: str = "train",
+                  validate: Callable[[UNet], float] | None = None, val_every: int = 0,
+                  extra_meta: dict[str, str] | None = None) -> dict:
+    """Train `model` in place (resuming from `run` if it holds a checkpoint); returns a summary.
+
+    validate: a score (higher is better, e.g. mIoU) computed every `val_every` steps and at the end; the best
+    model so far is kept as run/best.safetensors next to the last one, run/model.safetensors.
+    """
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
+    best = float("-inf")
     ckpt_path = run / "checkpoint.pt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -73,6 +80,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         step = int(ckpt["step"])
+        best = float(ckpt.get("best", float("-inf")))
     log_lines = []
     if (run / "log.jsonl").exists():
         log_lines = [ln for ln in (run / "log.jsonl").read_text().splitlines()
@@ -81,9 +89,9 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
 
     def save() -> None:
         atomic_torch_save({"format": SEG_TRAIN_FORMAT, "step": step, "model_config": model.cfg.to_dict(),
-                           "train_config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict()},
-                          ckpt_path)
-        save_unet(model, run / "model.safetensors", labels, extra={"step": str(step)})
+                           "train_config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+                           "best": best}, ckpt_path)
+        save_unet(model, run / "model.safetensors", labels, extra={"step": str(step), **(extra_meta or {})})
         atomic_write_text("".join(ln + "\n" for ln in log_lines), run / "log.jsonl")
 
     end = cfg.steps if stop_at_step is None else min(stop_at_step, cfg.steps)
@@ -116,11 +124,22 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
             log_lines.append(json.dumps(rec))
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
             losses, t0 = [], time.time()
+        if validate is not None and ((val_every and step % val_every == 0) or step == end):
+            model.eval()
+            score = float(validate(model))
+            model.train()
+            log_lines.append(json.dumps({"step": step, "val": round(score, 5)}))
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / max(len(losses[-10:]), 1):.4f}", val=f"{score:.4f}")
+            if score > best:
+                best = score
+                save_unet(model, run / "best.safetensors", labels,
+                          extra={"step": str(step), "val": str(score), **(extra_meta or {})})
         if step % cfg.ckpt_every == 0 or step == end:
             save()
     bar.close()
     model.eval()
-    return {"run": str(run), "step": step, "start_step": start, "stopped_early": step < cfg.steps}
+    return {"run": str(run), "step": step, "start_step": start, "stopped_early": step < cfg.steps,
+            "best": best if validate is not None else None}
 
 
 def _step_of(line: str) -> int:
