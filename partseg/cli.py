@@ -217,9 +217,29 @@ def annotate_import(
 
 
 @annotate_app.command("ui")
-def annotate_ui() -> None:
-    """Browser labeller for an annotation kit."""
-    _not_yet("annotate ui", 8)
+def annotate_ui(
+    kit: Path = typer.Argument(..., help="Annotation kit: labels.json and images/; masks go to masks/NAME.png."),
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: any free port)."),
+    head: Path = typer.Option(None, "--head", help="Head file from `partseg train`: enables the suggest button."),
+    gan: str = typer.Option(None, "--gan", help="The head's generator (default: the kit's samples.json's)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
+) -> None:
+    """Browser labeller for an annotation kit: paint masks, saved to the kit on every change. Ctrl-C stops it."""
+    from .labeller import run_labeller
+
+    if gan is not None and head is None:
+        _fail("--gan is only used with --head (the suggest button)")
+
+    def ready(url: str) -> None:
+        typer.echo(f"labeller for {kit} at {url}  (Ctrl-C to stop)")
+
+    try:
+        run_labeller(kit, port=port, head=head, gan=gan, verbose=verbose, on_ready=ready)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"cannot serve on 127.0.0.1:{port}: {e}")
+    typer.echo("stopped")
 
 
 @app.command("train")
