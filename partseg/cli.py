@@ -370,10 +370,27 @@ def serve_start() -> None:
     _not_yet("serve start", 7)
 
 
-@app.command("bench")
-def bench() -> None:
-    """Run the benchmarks in benchmarks/."""
-    _not_yet("bench", 4)
+@app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    name: str = typer.Argument(None, help="Benchmark to run (file name in benchmarks/ without .py); none: list."),
+) -> None:
+    """List or run the benchmarks in benchmarks/ (extra arguments go to the benchmark); results go to BENCHMARKS.md."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    if not root.is_dir():
+        _fail(f"no benchmarks/ folder next to the package ({root}): benchmarks run from a source checkout")
+    scripts = {p.stem: p for p in sorted(root.glob("*.py")) if p.stem != "report"}
+    if name is None:
+        for stem, p in scripts.items():
+            doc = p.read_text().split('"""')[1].strip().splitlines()[0] if '"""' in p.read_text() else ""
+            typer.echo(f"{stem:20s} {doc}")
+        return
+    if name not in scripts:
+        _fail(f"unknown benchmark {name!r}; available: {', '.join(scripts)}")
+    raise typer.Exit(subprocess.call([sys.executable, str(scripts[name]), *ctx.args]))
 
 
 # ---------------------------------------------------------------------------------------------------- demo

@@ -50,3 +50,14 @@ def test_console_script_prints_one_line_errors(tmp_path) -> None:
     assert p.returncode == 1
     assert "Traceback" not in p.stderr
     assert str(bad) in p.stderr and "unrecognised checkpoint" in p.stderr
+
+
+def test_bench_lists_and_refuses_unknown():
+    from typer.testing import CliRunner
+
+    from partseg.cli import app
+
+    res = CliRunner().invoke(app, ["bench"])
+    assert res.exit_code == 0 and "feature_memory" in res.output and "report" not in res.output.split()
+    res = CliRunner().invoke(app, ["bench", "nope"])
+    assert res.exit_code == 1 and "unknown benchmark 'nope'" in res.output
