@@ -17,11 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
-from .atomic import atomic_path
 from .dataset import load_dataset, load_images, read_mask
 from .features import feature_channels, pixel_features, stylegan_source
 from .gan.checkpoints import generator_fingerprint
@@ -30,6 +28,7 @@ from .gan.stylegan2 import Generator
 from .heads import Ensemble, HeadConfig
 from .invert import InversionConfig, invert
 from .labels import IGNORE, Labels
+from .weights_io import read_safetensors, write_safetensors
 
 HEAD_FORMAT = "partseg.head"
 
@@ -198,29 +197,15 @@ class FewShotHead:
         return img, F.log_softmax(self.ensemble(feats), dim=1)
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        sd = {k: v.detach().cpu().contiguous() for k, v in self.ensemble.state_dict().items()}
         meta = {"format": HEAD_FORMAT, "format_version": "1", "head_config": json.dumps(self.ensemble.cfg.to_dict()),
                 "ensemble": str(len(self.ensemble.members)), "labels": self.labels.to_json(),
                 "meta": json.dumps(self.meta)}
-        with atomic_path(path) as tmp:
-            save_file(sd, str(tmp), metadata=meta)
-        return path
+        return write_safetensors(path, self.ensemble.state_dict(), meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike, G: Generator | None = None) -> FewShotHead:
         """Load a head; with G, refuse it unless it was trained on this GAN's features."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"head file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                sd = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # noqa: BLE001 - safetensors' errors do not name the file
-            raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
-        if meta.get("format") != HEAD_FORMAT:
-            raise ValueError(f"{path}: not a partseg head (metadata 'format' is {meta.get('format')!r})")
+        meta, sd = read_safetensors(path, HEAD_FORMAT, "head")
         ens = Ensemble(HeadConfig(**json.loads(meta["head_config"])), int(meta["ensemble"]))
         ens.load_state_dict(sd)
         head = cls(ens.eval(), Labels.from_json(meta["labels"]), json.loads(meta["meta"]))

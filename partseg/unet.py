@@ -15,12 +15,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from .atomic import atomic_path
 from .labels import Labels
+from .weights_io import read_safetensors, write_safetensors
 
 
 @dataclass
@@ -86,30 +84,16 @@ UNET_FORMAT = "partseg.unet"
 def save_unet(model: UNet, path: str | os.PathLike, labels: Labels | None = None,
               extra: dict[str, str] | None = None) -> Path:
     """Weights as safetensors with the config (and class names/colours) in the metadata, written atomically."""
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": UNET_FORMAT, "format_version": "1", "config": json.dumps(model.cfg.to_dict())}
     if labels is not None:
         meta["labels"] = labels.to_json()
     meta.update(extra or {})
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata=meta)
-    return path
+    return write_safetensors(path, model.state_dict(), meta)
 
 
 def load_unet(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, Labels | None]:
     """(UNet in eval mode, its labels if stored); strict key and shape checks name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"UNet weights not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - safetensors' own errors do not name the file
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
-    if meta.get("format") != UNET_FORMAT:
-        raise ValueError(f"{path}: not a partseg UNet (metadata 'format' is {meta.get('format')!r})")
+    meta, sd = read_safetensors(path, UNET_FORMAT, "UNet")
     model = UNet(UNetConfig.from_dict(json.loads(meta["config"])))
     own = model.state_dict()
     bad = sorted(set(own) ^ set(sd)) or [k for k in sd if sd[k].shape != own[k].shape]

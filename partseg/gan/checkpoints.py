@@ -14,10 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from ..atomic import atomic_path
+from ..weights_io import read_safetensors, write_safetensors
 from .rosinality import CheckpointFormatError, convert_rosinality, looks_like_rosinality
 from .stylegan2 import Generator, GeneratorConfig
 
@@ -55,14 +53,10 @@ def builtin_path(name: str) -> Path:
 def save_generator(G: Generator, path: str | os.PathLike, dtype: torch.dtype = torch.float32,
                    extra: dict[str, str] | None = None) -> Path:
     """Write G as safetensors with its config in the metadata (atomically). float16 halves the size."""
-    sd = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-          for k, v in G.state_dict().items()}
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in G.state_dict().items()}
     meta = {"format": GENERATOR_FORMAT, "format_version": "1", "config": json.dumps(G.cfg.to_dict())}
     meta.update(extra or {})
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata=meta)
-    return path
+    return write_safetensors(path, sd, meta)
 
 
 def generator_from_state(cfg: GeneratorConfig, sd: dict[str, torch.Tensor], where: str) -> Generator:
@@ -83,12 +77,7 @@ def generator_from_state(cfg: GeneratorConfig, sd: dict[str, torch.Tensor], wher
 
 
 def _load_safetensors(path: Path) -> Generator:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != GENERATOR_FORMAT:
-            raise CheckpointFormatError(f"{path}: safetensors file is not a partseg generator "
-                                        f"(metadata 'format' is {meta.get('format')!r})")
-        sd = {k: f.get_tensor(k) for k in f.keys()}
+    meta, sd = read_safetensors(path, GENERATOR_FORMAT, "generator", CheckpointFormatError)
     return generator_from_state(GeneratorConfig.from_dict(json.loads(meta["config"])), sd, str(path))
 
 
