@@ -12,7 +12,7 @@ from partseg.dataset import load_dataset, read_image, read_mask
 from partseg.gan import load_generator
 from partseg.gan.checkpoints import builtin_annotations, builtin_path
 from partseg.gan.sampling import sample
-from partseg.oracle import DEFAULT_ORACLE, load_oracle, predict_labels, to_input
+from partseg.oracle import DEFAULT_ORACLE, load_oracle, predict_labels
 
 
 def test_shipped_generator_loads_small_and_generates_finite_images():
@@ -37,9 +37,10 @@ def test_default_annotations_regenerate_and_match_the_oracle():
     stored = np.stack([read_image(img) for _, img, _ in items])
     regenerated = ((s.images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     assert np.abs(stored.astype(int) - regenerated.astype(int)).max() <= 1
-    # the oracle's labels of those images are the shipped masks
+    # the oracle's labels of the regenerated samples are the shipped masks (the PNGs' 8-bit rounding alone
+    # moves about 1% of the oracle's labels, so the check runs on the generator's output, as the set was made)
     assert DEFAULT_ORACLE.exists()
-    pred, _ = predict_labels(load_oracle(), to_input(stored))
+    pred, _ = predict_labels(load_oracle(), s.images)
     masks = np.stack([read_mask(m, labels) for _, _, m in items])
     assert (pred.numpy() == masks).mean() > 0.999
     present = set(np.unique(masks))
