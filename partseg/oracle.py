@@ -38,6 +38,13 @@ class _RenderedStream(torch.utils.data.IterableDataset):
     def __init__(self, n: int, size: int, batch: int, start_step: int, seed: int):
         self.n, self.size, self.batch, self.start, self.seed = n, size, batch, start_step, seed
 
+    def _permutation(self, epoch: int) -> np.ndarray:
+        """The seed order of one epoch, computed once per epoch rather than once per image."""
+        if getattr(self, "_perm_epoch", None) != epoch:
+            self._perm = np.random.default_rng(self.seed * 7919 + epoch).permutation(self.n)
+            self._perm_epoch = epoch
+        return self._perm
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
@@ -47,8 +54,7 @@ class _RenderedStream(torch.utils.data.IterableDataset):
             seeds = []
             for p in range(pos, pos + self.batch):
                 epoch, i = divmod(p, self.n)
-                perm = np.random.default_rng(self.seed * 7919 + epoch).permutation(self.n)
-                seeds.append(ORACLE_TRAIN_SEED0 + int(perm[i]))
+                seeds.append(ORACLE_TRAIN_SEED0 + int(self._permutation(epoch)[i]))
             imgs, masks = zip(*(render_face(s, self.size) for s in seeds), strict=True)
             yield to_input(np.stack(imgs)), torch.from_numpy(np.stack(masks)).long()
             step += nw
