@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,8 +31,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from report import machine, write_section  # noqa: E402
 
 from partseg.dataset import time_synth  # noqa: E402
-from partseg.faces import colour_floor, confusion, iou_from_confusion, render_face  # noqa: E402
+from partseg.faces import colour_floor, render_face  # noqa: E402
 from partseg.labels import FACES  # noqa: E402
+from partseg.metrics import ScoreAccumulator  # noqa: E402
 
 SHEET = ROOT / "docs" / "domain.png"
 FLOOR_SEED = 1_000_000  # disjoint from the seeds `partseg data synth` uses by default (0 ..)
@@ -90,12 +92,12 @@ def position_floor(n_fit: int = 1000, n_eval: int = 200, size: int = 64, seed: i
         counts[np.arange(size * size), m] += 1
         freq += np.bincount(m, minlength=k)
     pred = counts.argmax(1)
-    cm = np.zeros((k, k), np.int64)
+    acc = ScoreAccumulator(k)
     for s in range(seed + n_fit, seed + n_fit + n_eval):
-        cm += confusion(pred, render_face(s, size)[1].ravel(), k)
-    iou = iou_from_confusion(cm)
-    return {"iou": dict(zip(FACES.names, iou.tolist(), strict=True)), "miou": float(np.nanmean(iou)),
-            "pixel_acc": float(np.trace(cm) / cm.sum()), "freq": (freq / freq.sum()).tolist()}
+        acc.add(torch.from_numpy(pred), torch.from_numpy(render_face(s, size)[1].ravel()))
+    scores = acc.scores()
+    return {"iou": scores.per_class(list(FACES.names)), "miou": scores.miou, "pixel_acc": scores.pixel_accuracy,
+            "freq": (freq / freq.sum()).tolist()}
 
 
 def class_presence(n: int = 200, size: int = 64, seed: int = FLOOR_SEED) -> list[float]:

@@ -26,8 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from .labels import FACES
+from .metrics import ScoreAccumulator
 
 BACKGROUND, SKIN, HAIR, EYE, EYEBROW, NOSE, MOUTH, EAR, NECK, CLOTHES = range(10)
 assert FACES.names[NOSE] == "nose" and FACES.names[CLOTHES] == "clothes" and len(FACES) == 10
@@ -896,21 +898,6 @@ def render_batch(seeds: Iterable[int], size: int = 64) -> tuple[np.ndarray, np.n
 # ------------------------------------------------------------------------------------------ difficulty floor
 
 
-def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """[num_classes, num_classes] pixel counts, rows = ground truth, columns = prediction (255 ignored)."""
-    t, q = np.asarray(target).ravel().astype(np.int64), np.asarray(pred).ravel().astype(np.int64)
-    keep = t != 255
-    return np.bincount(t[keep] * num_classes + q[keep], minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
-    """Per-class IoU (NaN for a class absent from both prediction and ground truth)."""
-    tp = np.diag(cm).astype(float)
-    denom = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, tp / denom, np.nan)
-
-
 def colour_floor(n_fit: int = 1000, n_eval: int = 200, size: int = 64, seed: int = 1_000_000) -> dict:
     """How far colour alone gets: a per-pixel nearest class-mean RGB classifier.
 
@@ -929,13 +916,12 @@ def colour_floor(n_fit: int = 1000, n_eval: int = 200, size: int = 64, seed: int
             sums[:, c] += np.bincount(m, weights=img[..., c].ravel(), minlength=k)[:k]
     means = sums / np.maximum(counts, 1)[:, None]
     means[counts == 0] = 1e9  # a class never seen can never be predicted
-    cm = np.zeros((k, k), np.int64)
+    acc = ScoreAccumulator(k)
     for s in range(seed + n_fit, seed + n_fit + n_eval):
         img, m = render_face(s, size)
         d = ((img.reshape(-1, 1, 3).astype(np.float64) - means[None]) ** 2).sum(-1)
-        cm += confusion(d.argmin(1), m, k)
-    iou = iou_from_confusion(cm)
-    return {"iou": dict(zip(FACES.names, iou.tolist(), strict=True)), "miou": float(np.nanmean(iou)),
-            "pixel_acc": float(np.trace(cm) / cm.sum()),
+        acc.add(torch.from_numpy(d.argmin(1)), torch.from_numpy(m.ravel()))
+    scores = acc.scores()
+    return {"iou": scores.per_class(list(FACES.names)), "miou": scores.miou, "pixel_acc": scores.pixel_accuracy,
             "means": {n: [round(float(v), 1) for v in mu]
                       for n, mu in zip(FACES.names, means, strict=True) if mu[0] < 1e8}}
