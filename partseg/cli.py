@@ -269,25 +269,52 @@ def train_head(
 @app.command("predict")
 def predict(
     images: list[Path] = typer.Argument(..., help="Image files or folders."),
-    head: Path = typer.Option(..., "--head", help="Head file from `partseg train`."),
-    gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the head was trained on."),
-    mode: str = typer.Option("inversion", "--mode", help="inversion (GAN inversion + head); unet arrives with #5."),
-    out: Path = typer.Option(..., "--out", help="Output folder: labels/, overlays/, reconstructions/."),
+    out: Path = typer.Option(..., "--out", help="Output folder: labels/, overlays/ (+ reconstructions/)."),
+    unet: Path = typer.Option(None, "--unet", help="Fast mode: a distilled UNet (.safetensors or run folder), an "
+                              ".onnx file or a TensorRT engine."),
+    head: Path = typer.Option(None, "--head", help="Inversion mode: a head file from `partseg train`."),
+    gan: str = typer.Option("builtin:faces64", "--gan", help="Inversion mode: the generator the head belongs to."),
+    mode: str = typer.Option("auto", "--mode", help="unet | inversion | auto (unet when --unet is given)."),
+    size: str = typer.Option("model", "--size", help="Fast mode: 'model' resizes to the UNet's training size and "
+                             "back, 'native' runs at each image's size (padded to the stride), or a number."),
+    backend: str = typer.Option("auto", "--backend", help="Fast mode: auto | torch | onnxruntime | tensorrt."),
     steps: int = typer.Option(300, "--steps", help="Inversion steps per image."),
-    batch: int = typer.Option(8, "--batch", help="Images inverted together."),
-    device: str = typer.Option("cpu", "--device"),
+    batch: int = typer.Option(8, "--batch", help="Images processed together."),
+    device: str = typer.Option(None, "--device", help="Default: cuda when present, else cpu."),
 ) -> None:
-    """Segment images with a distilled UNet (fast) or through GAN inversion (accurate)."""
-    if mode != "inversion":
-        _not_yet(f"predict --mode {mode}", 5)
+    """Segment images with a distilled UNet (fast, any size) or through GAN inversion + head (accurate, slow)."""
+    from .segment import list_image_files
+
+    if mode == "auto":
+        mode = "unet" if unet is not None else "inversion"
+    if mode not in ("unet", "inversion"):
+        _fail(f"--mode must be unet, inversion or auto, not {mode!r}")
+    files = list_image_files(images)
+    if mode == "unet":
+        if unet is None:
+            _fail("--mode unet needs --unet MODEL (a distilled UNet, an ONNX file or a TensorRT engine)")
+        from .runtime import Segmenter
+        from .segment import predict_files_unet
+
+        input_size: int | str | None = {"model": "model", "native": None}.get(size, size)
+        if isinstance(input_size, str) and input_size != "model":
+            if not input_size.isdigit() or int(input_size) < 1:
+                _fail(f"--size must be 'model', 'native' or a positive number, not {size!r}")
+            input_size = int(input_size)
+        seg = Segmenter.load(unet, backend=backend, device=device, input_size=input_size)
+        predict_files_unet(files, seg, out, batch=batch)
+        typer.echo(f"segmented {len(files)} images with {seg.backend.name} -> {out} (labels/, overlays/, "
+                   f"predictions.json)")
+        return
+    if head is None:
+        _fail("--mode inversion needs --head HEAD (and --gan CKPT); for the fast mode pass --unet MODEL")
     from .fewshot import FewShotHead
     from .gan import load_generator
     from .invert import InversionConfig
-    from .segment import list_image_files, predict_files
+    from .segment import predict_files
 
-    G = load_generator(gan, device=device)
+    G = load_generator(gan, device=device or "cpu")
     h = FewShotHead.load(head, G)
-    files = list_image_files(images)
     predict_files(files, G, h, out, InversionConfig(steps=steps), batch=batch)
     typer.echo(f"segmented {len(files)} images -> {out} (labels/, overlays/, reconstructions/, predictions.json)")
 
@@ -347,9 +374,21 @@ def distill(
 
 
 @export_app.command("onnx")
-def export_onnx() -> None:
-    """Export a UNet to ONNX with dynamic batch and size."""
-    _not_yet("export onnx", 6)
+def export_onnx(
+    unet: Path = typer.Argument(..., help="A distilled UNet (.safetensors, or a run folder: best, else last)."),
+    out: Path = typer.Option(..., "--out", help="The .onnx file to write."),
+    opset: int = typer.Option(18, "--opset"),
+    min_agreement: float = typer.Option(0.999, "--min-agreement", help="Parity: least share of pixels with the "
+                                        "same class as PyTorch."),
+) -> None:
+    """Export a UNet to ONNX (dynamic batch, height, width), check it, and compare it with PyTorch."""
+    from export.onnx import export_onnx as run_export
+
+    res = run_export(unet, out, opset=opset, min_agreement=min_agreement)
+    for p in res.parity:
+        typer.echo(f"parity vs PyTorch: {p}")
+    typer.echo(f"exported {unet} -> {out} (opset {opset}, dynamic batch/height/width in multiples of "
+               f"{res.info.stride}, {res.info.num_classes} classes; metadata carries labels and normalisation)")
 
 
 @export_app.command("tensorrt")

@@ -78,6 +78,26 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+def fold_batchnorm(model: UNet) -> UNet:
+    """A copy for inference with every BatchNorm folded into the conv before it (same outputs, fewer ops)."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for block in [*folded.down, *folded.up]:
+        for i in range(0, len(block) - 1):
+            if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                block[i] = fuse_conv_bn_eval(block[i], block[i + 1])
+                block[i + 1] = nn.Identity()
+    return folded
+
+
+def unet_stride(cfg: UNetConfig) -> int:
+    """Height and width that pass every pooling level evenly (other sizes work too: decoding follows skip sizes)."""
+    return 2 ** (len(cfg.channels) - 1)
+
+
 UNET_FORMAT = "partseg.unet"
 
 
@@ -91,8 +111,9 @@ def save_unet(model: UNet, path: str | os.PathLike, labels: Labels | None = None
     return write_safetensors(path, model.state_dict(), meta)
 
 
-def load_unet(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, Labels | None]:
-    """(UNet in eval mode, its labels if stored); strict key and shape checks name the file."""
+def load_unet(path: str | os.PathLike, device: str | torch.device = "cpu", with_meta: bool = False
+              ) -> tuple[UNet, Labels | None] | tuple[UNet, Labels | None, dict[str, str]]:
+    """(UNet in eval mode, its labels if stored[, the file's metadata]); strict key and shape checks name the file."""
     meta, sd = read_safetensors(path, UNET_FORMAT, "UNet")
     model = UNet(UNetConfig.from_dict(json.loads(meta["config"])))
     own = model.state_dict()
@@ -101,4 +122,6 @@ def load_unet(path: str | os.PathLike, device: str | torch.device = "cpu") -> tu
         raise ValueError(f"{path}: weights do not match the stored UNet config (keys/shapes: {bad[:6]})")
     model.load_state_dict(sd)
     labels = Labels.from_json(meta["labels"]) if "labels" in meta else None
+    if with_meta:
+        return model.eval().to(device), labels, meta
     return model.eval().to(device), labels

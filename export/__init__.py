@@ -1,0 +1,1 @@
+"""Exporters of the distilled UNet: ONNX (`export.onnx`) and TensorRT engines (`export.tensorrt`)."""
