@@ -1,13 +1,16 @@
 """`partseg demo`: the pipeline end to end on the built-in default, as far as the pipeline exists.
 
-Today: load the generator, sample images with their exact latents, show the pixel-wise representation (a PCA
-of the per-pixel features and an unsupervised k-means of them: if the GAN's features carry part information,
-the clusters already follow parts), train the paper's CNN head on the shipped 10-shot annotation set, and
-segment rendered test faces through GAN inversion, scored against their exact masks.
+Load the generator, sample images with their exact latents, show the pixel-wise representation (a PCA of the
+per-pixel features and an unsupervised k-means of them: if the GAN's features carry part information, the clusters
+already follow parts), train the paper's CNN head on the shipped 10-shot annotation set, distil it into a UNet on
+generated images (auto-shot), export that to ONNX, segment rendered test faces with it through the runtime, and,
+for comparison, through GAN inversion + head; both scored against the faces' exact masks, side by side in
+`overview.png`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -16,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .dataset import synth_name, write_image, write_mask
+from .dataset import read_mask, synth_name, write_image, write_mask
+from .distill import DistillConfig, distill
 from .evaluate import evaluate_and_write
 from .faces import render_face
 from .features import feature_channels, pixel_features, stylegan_source
@@ -26,7 +30,8 @@ from .gan.checkpoints import builtin_annotations
 from .gan.sampling import image_grid, sample, save_png, save_samples, to_uint8
 from .invert import InversionConfig
 from .labels import FACES
-from .segment import predict_files
+from .runtime import Segmenter
+from .segment import predict_files, predict_files_unet
 
 DEMO_TEST_SEED0 = 9_500_000  # rendered test faces for the demo: disjoint from every training seed range
 # a distinct colour per cluster (k <= 12)
@@ -62,8 +67,21 @@ def _kmeans_labels(feats: torch.Tensor, k: int = 6, iters: int = 25, seed: int =
     return assign.reshape(h, w).numpy()
 
 
+def _overview(test: Path, preds: dict[str, Path], path: Path, zoom: int = 3) -> None:
+    """One row per test face: image | exact mask | one overlay per method, zoomed (nearest) to show real pixels."""
+    rows = []
+    for f in sorted((test / "images").glob("*.png")):
+        img = np.asarray(Image.open(f).convert("RGB"))
+        cells = [img, (0.45 * img + 0.55 * FACES.colorize(read_mask(test / "masks" / f.name, FACES))).astype(np.uint8)]
+        cells += [np.asarray(Image.open(p / "overlays" / f.name).convert("RGB")) for p in preds.values()]
+        rows.append(np.concatenate(cells, axis=1))
+    grid = np.concatenate(rows, axis=0)
+    Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST).save(path)
+
+
 def run_demo(out: str | os.PathLike, gan: str = "builtin:faces64", n: int = 8, seed: int = 0,
-             device: str = "cpu", head_steps: int = 300, n_test: int = 8, inversion_steps: int = 100) -> dict:
+             device: str = "cpu", head_steps: int = 300, n_test: int = 8, inversion_steps: int = 100,
+             distill_steps: int = 300, distill_batch: int = 16) -> dict:
     """Run every stage that exists on the built-in default; returns what it wrote and measured."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,12 +102,12 @@ def run_demo(out: str | os.PathLike, gan: str = "builtin:faces64", n: int = 8, s
         G.compute_mean_w(n=1024)
         source_note = "random init (no built-in weights in this install)"
     summary["generator"] = source_note
-    print(f"[1/5] generator: {source_note}: {G.resolution} px, {G.num_ws} ws of {G.w_dim}")
+    print(f"[1/7] generator: {source_note}: {G.resolution} px, {G.num_ws} ws of {G.w_dim}")
 
     s = sample(G, n, seed=seed)
     save_samples(s, out / "samples", generator=source_note)
     save_png(image_grid(s.images), out / "samples.png")
-    print(f"[2/5] sampled {n} images with their exact latents -> {out / 'samples'}, grid {out / 'samples.png'}")
+    print(f"[2/7] sampled {n} images with their exact latents -> {out / 'samples'}, grid {out / 'samples.png'}")
 
     src = stylegan_source(G)
     _, feats = pixel_features(src, s.ws[:1].to(device))
@@ -100,7 +118,7 @@ def run_demo(out: str | os.PathLike, gan: str = "builtin:faces64", n: int = 8, s
     Image.fromarray(panel).resize((panel.shape[1] * scale, panel.shape[0] * scale), Image.NEAREST).save(
         out / "features.png")
     summary["channels"] = feature_channels(src)
-    print(f"[3/5] pixel features of sample 0: {feature_channels(src)} channels per pixel from {len(src.layers)} "
+    print(f"[3/7] pixel features of sample 0: {feature_channels(src)} channels per pixel from {len(src.layers)} "
           f"layers -> {out / 'features.png'} (image | PCA | 6-cluster k-means)")
 
     name = gan[len("builtin:"):] if gan.startswith("builtin:") else ""
@@ -109,14 +127,26 @@ def run_demo(out: str | os.PathLike, gan: str = "builtin:faces64", n: int = 8, s
     except FileNotFoundError:
         shots_dir = None
     if shots_dir is None:
-        print("[4/5] few-shot head: skipped (needs the built-in generator and its default annotation set)")
-        print("[5/5] segmentation by inversion: skipped")
+        print("[4/7] few-shot head: skipped (needs the built-in generator and its default annotation set); "
+              "stages 5-7 need the head and are skipped too")
     else:
         shots = load_shots(shots_dir)
         head = train_head(G, shots, FewShotConfig(head="cnn", steps=head_steps, seed=seed))
         head.save(out / "head.safetensors")
-        print(f"[4/5] trained the paper's CNN head on the {len(shots.names)} default shots "
+        print(f"[4/7] trained the paper's CNN head on the {len(shots.names)} default shots "
               f"({head.meta['train_seconds']} s) -> {out / 'head.safetensors'}")
+
+        t = time.time()
+        distill(G, head, DistillConfig(steps=distill_steps, batch=distill_batch, seed=seed, val_every=0), out / "unet")
+        summary["distill_seconds"] = round(time.time() - t, 1)
+        print(f"[5/7] auto-shot: distilled the head into a UNet on {distill_steps * distill_batch} generated images "
+              f"({summary['distill_seconds']} s) -> {out / 'unet' / 'model.safetensors'}")
+
+        from export.onnx import export_onnx
+
+        exp = export_onnx(out / "unet" / "model.safetensors", out / "unet.onnx")
+        print(f"[6/7] exported the UNet to ONNX -> {out / 'unet.onnx'}; parity with PyTorch: {exp.worst}")
+
         test = out / "test"
         seeds = range(DEMO_TEST_SEED0, DEMO_TEST_SEED0 + n_test)
         for sd in seeds:
@@ -125,11 +155,22 @@ def run_demo(out: str | os.PathLike, gan: str = "builtin:faces64", n: int = 8, s
             write_mask(test / "masks" / f"{synth_name(sd)}.png", mask, FACES)
         FACES.save(test / "labels.json")
         files = sorted((test / "images").glob("*.png"))
-        predict_files(files, G, head, out / "pred", InversionConfig(steps=inversion_steps), progress=True)
-        rep = evaluate_and_write(out / "pred", test, FACES, out / "pred")
-        summary["miou_inversion"] = rep["miou"]
-        print(f"[5/5] segmented {n_test} rendered test faces by GAN inversion ({inversion_steps} steps) + head: "
-              f"mIoU {rep['miou']:.3f} against their exact masks -> {out / 'pred'} (overlays/, eval.png)")
+        seg = Segmenter.load(out / "unet.onnx")
+        predict_files_unet(files, seg, out / "pred_unet", progress=False)
+        rep_unet = evaluate_and_write(out / "pred_unet", test, FACES, out / "pred_unet")
+        t = time.time()
+        predict_files(files, G, head, out / "pred_inversion", InversionConfig(steps=inversion_steps), progress=True)
+        inv_seconds = time.time() - t
+        rep_inv = evaluate_and_write(out / "pred_inversion", test, FACES, out / "pred_inversion")
+        summary["miou_unet"], summary["miou_inversion"] = rep_unet["miou"], rep_inv["miou"]
+        unet_ms = 1000 * json.loads((out / "pred_unet" / "predictions.json").read_text())["seconds_per_image"]
+        _overview(test, {"unet": out / "pred_unet", "inversion": out / "pred_inversion"}, out / "overview.png")
+        print(f"[7/7] segmented {n_test} rendered test faces, scored against their exact masks: "
+              f"auto-shot UNet ({seg.backend.name}) mIoU {rep_unet['miou']:.3f} at {unet_ms:.1f} ms/image; "
+              f"GAN inversion ({inversion_steps} steps) + head mIoU {rep_inv['miou']:.3f} at "
+              f"{1000 * inv_seconds / n_test:.0f} ms/image -> {out / 'overview.png'} "
+              f"(image | exact mask | UNet | inversion)")
     summary["seconds"] = round(time.time() - t0, 1)
-    print(f"done in {summary['seconds']} s. Next stages (distil to a UNet, export, serve) arrive with issues #5-#7.")
+    print(f"done in {summary['seconds']} s. Serve the UNet: partseg serve package {out / 'unet.onnx'} "
+          f"--name partseg-segmenter && partseg serve start")
     return summary

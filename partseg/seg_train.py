@@ -5,6 +5,14 @@ head labels). Targets are class indices [N, H, W] (255 = ignore) or class probab
 labels). The batch stream is a function of the step it starts at, so a resumed run sees the data an
 uninterrupted one would have seen; the run folder holds `checkpoint.pt` (atomic, weights_only-loadable),
 `model.safetensors` and `log.jsonl`.
+
+Under torch.distributed (e.g. torchrun) every process calls `fit_segmenter` with its own stream, its share of
+the global batch. Gradients are averaged in one all-reduce per step (the GAN trainer's helper), so the global
+batch is the sum of the per-process batches; BatchNorm normalises with each process's own batch statistics
+(as plain DDP does) and its running statistics are averaged every step, so every replica holds the same
+parameters and buffers (checked at each checkpoint and logged as a `ddp_sync` event). Only rank 0 validates and
+writes files; every rank reads the checkpoint to resume, so the run folder must be one all processes see.
+On CUDA the forward pass runs under bfloat16 autocast (`amp`); the loss and the weights stay float32.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from .atomic import atomic_torch_save, atomic_write_text
+from .gan.train import _Dist
 from .labels import Labels
 from .unet import UNet, save_unet
 
@@ -39,6 +49,7 @@ class SegTrainConfig:
     ckpt_every: int = 250
     log_every: int = 25
     seed: int = 0
+    amp: bool = True  # bfloat16 autocast of the forward pass on CUDA; no effect on CPU
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -63,9 +74,15 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
 
     validate: a score (higher is better, e.g. mIoU) computed every `val_every` steps and at the end; the best
     model so far is kept as run/best.safetensors next to the last one, run/model.safetensors.
+    Under torch.distributed, call it on every process with that process's stream (see the module docstring).
     """
     run = Path(run)
-    run.mkdir(parents=True, exist_ok=True)
+    dd = _Dist()
+    is_main = dd.rank == 0
+    device = torch.device(device)
+    use_amp = cfg.amp and device.type == "cuda"
+    if is_main:
+        run.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
@@ -81,41 +98,56 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
         opt.load_state_dict(ckpt["opt"])
         step = int(ckpt["step"])
         best = float(ckpt.get("best", float("-inf")))
+        if is_main and int(ckpt.get("world", dd.world)) != dd.world:
+            tqdm.write(f"note: {run} was trained on {ckpt['world']} process(es), resuming on {dd.world}: the "
+                       f"batches differ from an uninterrupted run's from here on")
+    if dd.world > 1:
+        _check_same_step(step, run, dd.rank, device)
+        dd.broadcast_(model)  # identical replicas even if the caller seeded processes differently
     log_lines = []
-    if (run / "log.jsonl").exists():
-        log_lines = [ln for ln in (run / "log.jsonl").read_text().splitlines()
-                     if ln.strip() and _step_of(ln) <= step]
-    atomic_write_text(json.dumps(asdict(cfg), indent=1), run / "train_config.json")
+    if is_main:
+        if (run / "log.jsonl").exists():
+            log_lines = [ln for ln in (run / "log.jsonl").read_text().splitlines()
+                         if ln.strip() and _step_of(ln) <= step]
+        atomic_write_text(json.dumps(asdict(cfg), indent=1), run / "train_config.json")
 
     def save() -> None:
+        if not is_main:
+            return
         atomic_torch_save({"format": SEG_TRAIN_FORMAT, "step": step, "model_config": model.cfg.to_dict(),
                            "train_config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
-                           "best": best}, ckpt_path)
+                           "best": best, "world": dd.world}, ckpt_path)
         save_unet(model, run / "model.safetensors", labels, extra={"step": str(step), **(extra_meta or {})})
         atomic_write_text("".join(ln + "\n" for ln in log_lines), run / "log.jsonl")
 
     end = cfg.steps if stop_at_step is None else min(stop_at_step, cfg.steps)
     start = step
     stream = batches(step)
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not (progress and is_main), dynamic_ncols=True)
     losses: list[float] = []
     t0 = time.time()
     while step < end:
-        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        torch.manual_seed(cfg.seed * 1_000_003 + dd.rank * 7919 + step)
         x, target = next(stream)
         x, target = x.to(device, non_blocking=True), target.to(device, non_blocking=True)
         for g in opt.param_groups:
             g["lr"] = cfg.lr_at(step)
-        loss = segmentation_loss(model(x), target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; the last good checkpoint is "
-                                     f"{ckpt_path}")
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(x)
+        loss = segmentation_loss(logits.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        # after backward: BatchNorm's backward reads the running statistics this averages in place
+        loss_value = _mean_loss_and_sync_stats(dd, loss, model)  # the same on every process
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {step}; the last good checkpoint is "
+                                     f"{ckpt_path}")
+        if dd.world > 1:
+            dd.average_grads(list(model.parameters()))
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        losses.append(loss.item())
+        losses.append(loss_value)
         step += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == end:
@@ -124,7 +156,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
             log_lines.append(json.dumps(rec))
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
             losses, t0 = [], time.time()
-        if validate is not None and ((val_every and step % val_every == 0) or step == end):
+        if is_main and validate is not None and ((val_every and step % val_every == 0) or step == end):
             model.eval()
             score = float(validate(model))
             model.train()
@@ -135,11 +167,48 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
                 save_unet(model, run / "best.safetensors", labels,
                           extra={"step": str(step), "val": str(score), **(extra_meta or {})})
         if step % cfg.ckpt_every == 0 or step == end:
+            if dd.world > 1:  # never write a checkpoint of replicas that drifted apart
+                div = _max_divergence(dd, model)
+                log_lines.append(json.dumps({"step": step, "event": "ddp_sync", "world": dd.world,
+                                             "max_param_diff": div}))
+                if div > 0:
+                    raise RuntimeError(f"DDP replicas diverged at step {step} (max parameter/buffer diff {div})")
             save()
     bar.close()
+    if dd.on:
+        dist.barrier()  # every process returns once rank 0's files are written (a resume may follow)
     model.eval()
-    return {"run": str(run), "step": step, "start_step": start, "stopped_early": step < cfg.steps,
-            "best": best if validate is not None else None}
+    return {"run": str(run), "rank": dd.rank, "world": dd.world, "step": step, "start_step": start,
+            "stopped_early": step < cfg.steps, "best": best if validate is not None and is_main else None}
+
+
+def _mean_loss_and_sync_stats(dd: _Dist, loss: torch.Tensor, model: torch.nn.Module) -> float:
+    """The loss averaged over processes; also averages BatchNorm running statistics, in the same all-reduce."""
+    if dd.world == 1:
+        return loss.item()
+    bufs = [b for b in model.buffers() if b.is_floating_point()]
+    flat = dd.mean(torch.cat([loss.detach().float().reshape(1)] + [b.detach().float().flatten() for b in bufs]))
+    with torch.no_grad():
+        for b, v in zip(bufs, flat[1:].split([b.numel() for b in bufs]), strict=True):
+            b.copy_(v.view_as(b))
+    return float(flat[0])
+
+
+def _max_divergence(dd: _Dist, model: torch.nn.Module) -> float:
+    """Largest difference from rank 0 over all parameters and buffers (the GAN trainer's check covers
+    parameters only; BatchNorm statistics matter here)."""
+    state = torch.nn.ParameterList([torch.nn.Parameter(t.detach().float(), requires_grad=False)
+                                    for t in model.state_dict().values()])
+    return dd.max_divergence(state)
+
+
+def _check_same_step(step: int, run: Path, rank: int, device: torch.device) -> None:
+    """Every process must resume from the same checkpoint, or the replicas would train different models."""
+    t = torch.tensor([step], dtype=torch.long, device=device)
+    dist.broadcast(t, src=0)
+    if int(t) != step:
+        raise RuntimeError(f"process {rank} found {run} at step {step} but rank 0 at step {int(t)}; every "
+                           f"process must see the same run folder")
 
 
 def _step_of(line: str) -> int:

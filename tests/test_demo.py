@@ -11,11 +11,15 @@ from partseg.demo import run_demo
 
 
 def test_demo_runs_and_writes_its_outputs(tmp_path):
-    res = run_demo(tmp_path, n=4, head_steps=30, n_test=2, inversion_steps=10)
+    res = run_demo(tmp_path, n=4, head_steps=30, n_test=2, inversion_steps=10, distill_steps=3, distill_batch=2)
     assert res["channels"] > 0
     if res["generator"] == "builtin:faces64":  # the shipped generator: the few-shot stages ran and were scored
-        assert 0 <= res["miou_inversion"] <= 1
-        assert (tmp_path / "pred" / "eval.png").exists() and len(list((tmp_path / "pred" / "overlays").glob("*"))) == 2
+        assert 0 <= res["miou_inversion"] <= 1 and 0 <= res["miou_unet"] <= 1
+        for pred in ("pred_unet", "pred_inversion"):
+            assert (tmp_path / pred / "eval.png").exists() and len(list((tmp_path / pred / "overlays").glob("*"))) == 2
+        assert (tmp_path / "unet.onnx").is_file() and (tmp_path / "unet" / "model.safetensors").is_file()
+        overview = Image.open(tmp_path / "overview.png")
+        assert overview.size == (4 * 64 * 3, 2 * 64 * 3)  # 2 faces x (image, truth, UNet, inversion), zoom 3
     index = json.loads((tmp_path / "samples" / "samples.json").read_text())
     assert len(index["samples"]) == 4
     panel = Image.open(tmp_path / "features.png")

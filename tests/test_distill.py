@@ -1,12 +1,25 @@
-"""Auto-shot distillation on a tiny GAN: pairs obey the confidence filter, training resumes exactly."""
+"""Auto-shot distillation on a tiny GAN: pairs obey the confidence filter, training resumes exactly, the pair
+cache replays the generated stream, two gloo processes stay in sync (and resume), the CLI wires it all."""
 
 from __future__ import annotations
 
-import torch
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
 
-from partseg.dataset import write_sample_set
-from partseg.distill import DistillConfig, distill, make_pairs
-from partseg.fewshot import FewShotConfig, load_shots, train_head
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import partseg.distill as distill_module
+from partseg.cli import app
+from partseg.dataset import load_dataset, write_image, write_sample_set
+from partseg.distill import CACHE_FILE, DistillConfig, distill, make_pairs, pair_stream
+from partseg.fewshot import FewShotConfig, FewShotHead, load_shots, train_head
+from partseg.gan import load_generator, save_generator
 from partseg.gan.sampling import sample
 from partseg.labels import IGNORE, Labels
 from partseg.seg_train import segmentation_loss
@@ -52,3 +65,142 @@ def test_short_distillation_learns_and_resumes(tiny_G, tmp_path):
     assert res_b["start_step"] == 30
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def _take(stream, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [next(stream) for _ in range(k)]
+
+
+def test_pair_cache_replays_the_generated_stream(tiny_G, tmp_path, monkeypatch):
+    head = _head(tiny_G, tmp_path)
+    cfg = DistillConfig(batch=3, confidence=0.9, augment=False)
+    cache = tmp_path / "cache"
+    aug = replace(cfg, augment=True)
+    plain, plain_aug = _take(pair_stream(tiny_G, head, cfg)(0), 3), _take(pair_stream(tiny_G, head, aug)(0), 3)
+    written = _take(pair_stream(tiny_G, head, cfg, cache=cache)(0), 3)
+    for (xp, yp), (xw, yw) in zip(plain, written, strict=True):
+        assert torch.equal(yp, yw) and (yw == IGNORE).any()  # labels exact, ignored pixels included
+        assert (xp - xw).abs().max() <= 0.5 / 127.5 + 1e-6  # images: uint8 quantisation only
+    # the cache is a data set in the project's layout
+    labels, items = load_dataset(cache)
+    assert labels == head.labels and [n for n, _, _ in items][:2] == ["rank00_step0000000_000",
+                                                                      "rank00_step0000000_001"]
+    assert len(items) == 9 and json.loads((cache / CACHE_FILE).read_text())["pairs_per_process"] == 3
+
+    # a step missing a file (a run killed mid-write) is rendered again
+    (cache / "masks" / "rank00_step0000001_002.png").unlink()
+    assert all(torch.equal(a, b) for p, q in zip(_take(pair_stream(tiny_G, head, cfg, cache=cache)(1), 1),
+                                                 written[1:2], strict=True) for a, b in zip(p, q, strict=True))
+    assert (cache / "masks" / "rank00_step0000001_002.png").is_file()
+
+    # re-runs read the cache (nothing is rendered) and see exactly the pairs the writing run trained on
+    def no_rendering(*a, **k):
+        raise AssertionError("rendered a cached step")
+
+    monkeypatch.setattr(distill_module, "_label_latents", no_rendering)
+    for start in (0, 1):  # from the start and resumed
+        again = _take(pair_stream(tiny_G, head, cfg, cache=cache)(start), 3 - start)
+        for (xa, ya), (xw, yw) in zip(again, written[start:], strict=True):
+            assert torch.equal(xa, xw) and torch.equal(ya, yw)
+    # augmentation continues the same seed stream: labels stay exact, images within the quantisation
+    for (xa, ya), (xp, yp) in zip(_take(pair_stream(tiny_G, head, aug, cache=cache)(0), 3), plain_aug, strict=True):
+        assert torch.equal(ya, yp) and (xa - xp).abs().max() <= 2 / 127.5
+
+
+def test_pair_cache_refuses_other_settings_and_other_folders(tiny_G, tmp_path):
+    head = _head(tiny_G, tmp_path)
+    cfg = DistillConfig(batch=2)
+    pair_stream(tiny_G, head, cfg, cache=tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"other settings \(seed: cache has 0, this run 1\)"):
+        pair_stream(tiny_G, head, replace(cfg, seed=1), cache=tmp_path / "cache")
+    with pytest.raises(ValueError, match="pairs_per_process: cache has 2, this run 1"):
+        pair_stream(tiny_G, head, cfg, world=2, cache=tmp_path / "cache")
+    write_image(tmp_path / "data" / "images" / "x.png", torch.zeros(4, 4, 3, dtype=torch.uint8).numpy())
+    with pytest.raises(ValueError, match="not a pair cache"):
+        pair_stream(tiny_G, head, cfg, cache=tmp_path / "data")
+    with pytest.raises(ValueError, match="divisible by the number of processes"):
+        pair_stream(tiny_G, head, DistillConfig(batch=3), world=2)
+
+
+DDP_CFG = DistillConfig(steps=4, batch=4, lr=5e-3, channels=[4, 8], confidence=0.5, val_every=0)
+
+
+def _ddp_worker(rank: int, world: int, root: str) -> None:
+    """One of `world` gloo processes: an uninterrupted run, and one stopped at step 2 and resumed, both cached."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{root}/pg", rank=rank, world_size=world)
+    try:
+        root = Path(root)
+        G = load_generator(root / "G.safetensors")
+        head = FewShotHead.load(root / "head.safetensors", G)
+        calls = []
+
+        def validate(model):
+            calls.append(rank)
+            return 0.5
+
+        full, _ = distill(G, head, DDP_CFG, root / "full", progress=False, validate=validate, cache=root / "cache")
+        distill(G, head, DDP_CFG, root / "resumed", progress=False, stop_at_step=2, cache=root / "cache")
+        resumed, res = distill(G, head, DDP_CFG, root / "resumed", progress=False, cache=root / "cache")
+        torch.save({"full": full.state_dict(), "resumed": resumed.state_dict(), "start": res["start_step"],
+                    "world": res["world"], "val_calls": len(calls)}, root / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_stay_in_sync_and_resume(tiny_G, tmp_path):
+    head = _head(tiny_G, tmp_path)
+    save_generator(tiny_G, tmp_path / "G.safetensors")
+    head.save(tmp_path / "head.safetensors")
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2 and r0["start"] == r1["start"] == 2
+    for k, v in r0["full"].items():  # parameters and BatchNorm buffers: identical replicas, exact resume
+        assert all(torch.equal(v, other[k]) for other in (r1["full"], r0["resumed"], r1["resumed"])), k
+    assert r0["val_calls"] == 1 and r1["val_calls"] == 0  # rank 0 alone validates
+    for run, steps in (("full", [4]), ("resumed", [2, 4])):
+        log = [json.loads(ln) for ln in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        syncs = [r for r in log if r.get("event") == "ddp_sync"]
+        assert [r["step"] for r in syncs] == steps and all(r["world"] == 2 and r["max_param_diff"] == 0
+                                                          for r in syncs)
+        assert torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert not list((tmp_path / "full").glob(".*"))  # no leftovers of concurrent writes
+    # each process made batch / 2 pairs per step from its own seed stream
+    names = sorted(p.stem for p in (tmp_path / "cache" / "masks").iterdir())
+    assert names == [f"rank{r:02d}_step{s:07d}_{i:03d}" for r in (0, 1) for s in range(4) for i in range(2)]
+    img = tmp_path / "cache" / "images"
+    assert (img / "rank00_step0000000_000.png").read_bytes() != (img / "rank01_step0000000_000.png").read_bytes()
+
+
+def test_cli_distill_with_cache(tiny_G, tmp_path):
+    head = _head(tiny_G, tmp_path)
+    save_generator(tiny_G, tmp_path / "G.safetensors")
+    head.save(tmp_path / "head.safetensors")
+    args = ["distill", "--head", str(tmp_path / "head.safetensors"), "--gan", str(tmp_path / "G.safetensors"),
+            "--out", str(tmp_path / "run"), "--steps", "2", "--batch", "2", "--cache", str(tmp_path / "cache"),
+            "--device", "cpu"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "distilled 2 steps on 1 process(es)" in r.output
+    assert len(list((tmp_path / "cache" / "masks").glob("*.png"))) == 4
+    r = CliRunner().invoke(app, [*args[:-4], "--steps", "3", *args[-4:]])  # a longer schedule resumes
+    assert r.exit_code == 0, r.output
+    assert "distilled 3 steps on 1 process(es) (resumed at step 2)" in r.output
+
+
+def test_torchrun_cli_distill_on_two_gloo_processes(tiny_G, tmp_path):
+    head = _head(tiny_G, tmp_path)
+    save_generator(tiny_G, tmp_path / "G.safetensors")
+    head.save(tmp_path / "head.safetensors")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "partseg.cli", "distill", "--head", str(tmp_path / "head.safetensors"), "--gan",
+                          str(tmp_path / "G.safetensors"), "--out", str(tmp_path / "run"), "--steps", "3", "--batch",
+                          "4", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (res.stdout + res.stderr).count("distilled 3 steps on 2 process(es)") == 1  # rank 0 alone reports
+    log = [json.loads(ln) for ln in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r for r in log if r.get("event") == "ddp_sync"] == [{"step": 3, "event": "ddp_sync", "world": 2,
+                                                                 "max_param_diff": 0.0}]

@@ -1,6 +1,9 @@
-"""Supervised segmenter training: learns, resumes exactly, takes soft targets; UNet files round-trip."""
+"""Supervised segmenter training: learns, resumes exactly, takes soft targets, AMP only acts on CUDA; UNet files
+round-trip."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
@@ -45,6 +48,18 @@ def test_fit_learns_and_resumes_exactly(tmp_path):
     assert res["start_step"] == 17 and res["step"] == 40
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_amp_leaves_the_cpu_path_unchanged(tmp_path):
+    cfg = SegTrainConfig(steps=6, lr=1e-2, warmup=2, ckpt_every=6, log_every=3)
+    assert cfg.amp
+    a, b = _model(), _model()
+    fit_segmenter(a, _toy_batches, cfg, tmp_path / "a", progress=False)
+    fit_segmenter(b, _toy_batches, replace(cfg, amp=False), tmp_path / "b", progress=False)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert ckpt["train_config"]["amp"] is True and ckpt["world"] == 1
 
 
 def test_soft_targets_and_ignore_index():
