@@ -1,4 +1,4 @@
-"""Label efficiency (issue #4): k-shot GAN heads against supervised UNets trained on N exact masks.
+"""Label efficiency (issues #4, #5): k-shot GAN heads and the auto-shot UNet against supervised UNets.
 
     python3 benchmarks/label_efficiency.py [--quick]
 
@@ -6,9 +6,12 @@ Test set: rendered faces with exact masks (seeds 9,000,000+, never trained on). 
 of `builtin:faces64` labelled by the label oracle (standing in for a person), a CNN or MLP head trained on
 their features; test images are segmented through GAN inversion (inverted once, cached, shared by every head).
 Supervised: a UNet trained on N rendered images with exact masks (flip/scale/rotate augmentation), same test
-set. Several seeds each; mean and spread. Every finished entry is cached in runs/label_efficiency/results.json,
-so an interrupted run resumes where it stopped. Writes the `label_efficiency` section of BENCHMARKS.md and the
-plot docs/label_efficiency.png.
+set. Several seeds each; mean and spread. Auto-shot: a UNet distilled from the 10-shot CNN head of seed 0 on
+generated images (with and without confidence filtering), scored directly on the test images; its time per image
+against inversion's. Inversion sweep: reconstruction PSNR, mIoU (10-shot CNN head) and time per image against the
+number of inversion steps, on the first 50 test images. Every finished entry is cached in
+runs/label_efficiency/results.json, so an interrupted run resumes where it stopped. Writes the `label_efficiency`
+section of BENCHMARKS.md and the plot docs/label_efficiency.png.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from report import machine, utc_now, write_section  # noqa: E402
 
 from partseg.atomic import atomic_write_text  # noqa: E402
 from partseg.augment import AugmentConfig, augment_pair  # noqa: E402
+from partseg.distill import DistillConfig, distill  # noqa: E402
 from partseg.faces import render_face  # noqa: E402
-from partseg.fewshot import FewShotConfig, Shots, train_head  # noqa: E402
+from partseg.fewshot import FewShotConfig, FewShotHead, Shots, train_head  # noqa: E402
 from partseg.gan import load_generator  # noqa: E402
 from partseg.gan.sampling import sample  # noqa: E402
 from partseg.invert import InversionConfig, invert  # noqa: E402
@@ -108,6 +112,44 @@ def run_supervised(n: int, seed: int, steps: int, test: tuple) -> float:
     return acc.scores().miou
 
 
+def cached_head(G, oracle, kind: str, k: int, seed: int) -> FewShotHead:
+    """Train (or load the saved) k-shot head of one seed: auto-shot and the inversion sweep reuse it."""
+    path = WORK / "heads" / f"{kind}_{k}_{seed}.safetensors"
+    if path.exists():
+        return FewShotHead.load(path, G)
+    head = train_head(G, oracle_shots(G, oracle, k, seed), FewShotConfig(head=kind, seed=seed), progress=False)
+    head.save(path)
+    return head
+
+
+def unet_miou(model: UNet, test: tuple) -> float:
+    acc = ScoreAccumulator(len(FACES))
+    with torch.no_grad():
+        pred, _ = predict_labels(model, test[0])
+    acc.add(pred, test[1])
+    return acc.scores().miou
+
+
+def run_autoshot(G, head: FewShotHead, steps: int, confidence: float, test: tuple) -> dict:
+    cfg = DistillConfig(steps=steps, batch=16, confidence=confidence, seed=0, val_every=0)
+    model, _ = distill(G, head, cfg, WORK / f"autoshot_{steps}_conf{confidence}", progress=True)
+    t = time.perf_counter()
+    miou = unet_miou(model, test)
+    return {"miou": miou, "unet_seconds_per_image": (time.perf_counter() - t) / len(test[0])}
+
+
+def inversion_sweep(G, head: FewShotHead, test: tuple, steps: int, n: int = 50) -> dict:
+    images, masks = test[0][:n], test[1][:n]
+    t = time.perf_counter()
+    inv = invert(G, images, InversionConfig(steps=steps))
+    seconds = time.perf_counter() - t
+    acc = ScoreAccumulator(len(FACES))
+    with torch.no_grad():
+        _, logp = head.predict_ws(G, inv.ws, noise=inv.noise)
+    acc.add(logp.argmax(1), masks)
+    return {"miou": acc.scores().miou, "psnr": float(inv.psnr.mean()), "seconds_per_image": seconds / n}
+
+
 def oracle_shots(G, oracle, k: int, run: int) -> Shots:
     s = sample(G, k, seed=SHOT_SEED0 + 1000 * run)
     labels, _ = predict_labels(oracle, s.images)
@@ -121,11 +163,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--inversion-steps", type=int, default=200)
     ap.add_argument("--sup-steps", type=int, default=1500)
+    ap.add_argument("--distill-steps", type=int, default=1000)
+    ap.add_argument("--sweep", type=int, nargs="*", default=[100, 300, 1000], help="inversion steps to sweep")
     args = ap.parse_args()
     shots_k, sup_n = [1, 5, 10], [1, 5, 10, 50, 100, 500, 2000]
     if args.quick:
         args.n_test, args.seeds, args.inversion_steps, args.sup_steps = 25, 1, 20, 30
-        shots_k, sup_n = [1], [1, 5]
+        args.distill_steps, args.sweep = 10, [10]
+        shots_k, sup_n = [1, 10], [1, 5]
     WORK.mkdir(parents=True, exist_ok=True)
     cache_path = WORK / ("results_quick.json" if args.quick else "results.json")
     results = json.loads(cache_path.read_text()) if cache_path.exists() else {}
@@ -133,7 +178,8 @@ def main() -> None:
     def record(key: str, fn) -> float:
         if key not in results:
             t = time.time()
-            results[key] = {"miou": fn(), "seconds": round(time.time() - t, 1)}
+            res = fn()
+            results[key] = {**(res if isinstance(res, dict) else {"miou": res}), "seconds": round(time.time() - t, 1)}
             atomic_write_text(json.dumps(results, indent=1), cache_path)
             print(f"{key}: mIoU {results[key]['miou']:.4f} ({results[key]['seconds']} s)")
         return results[key]["miou"]
@@ -144,10 +190,18 @@ def main() -> None:
     inv = cached_inversions(G, test[0], args.inversion_steps)
     for k in shots_k:
         for seed in range(args.seeds):
-            shots = oracle_shots(G, oracle, k, seed)
             for kind in ("cnn", "mlp"):
-                record(f"fewshot/{kind}/{k}/{seed}", lambda kind=kind, shots=shots, seed=seed: score_head(
-                    G, train_head(G, shots, FewShotConfig(head=kind, seed=seed), progress=False), inv, test[1]))
+                record(f"fewshot/{kind}/{k}/{seed}", lambda kind=kind, k=k, seed=seed: score_head(
+                    G, cached_head(G, oracle, kind, k, seed), inv, test[1]))
+    head10 = cached_head(G, oracle, "cnn", max(shots_k), 0)
+    for conf in (0.5, 0.0):
+        record(f"autoshot/conf{conf}/{max(shots_k)}/0",
+               lambda conf=conf: run_autoshot(G, head10, args.distill_steps, conf, test))
+    inv_seconds = sum(torch.load(p, weights_only=True)["seconds"]
+                      for p in sorted(WORK.glob(f"inversion_{args.inversion_steps}_*.pt"))) / args.n_test
+    results["inversion_seconds_per_image"] = inv_seconds
+    for steps in args.sweep:
+        record(f"sweep/{steps}", lambda steps=steps: inversion_sweep(G, head10, test, steps))
     for n in sup_n:
         for seed in range(args.seeds):
             record(f"supervised/{n}/{seed}", lambda n=n, seed=seed: run_supervised(n, seed, args.sup_steps, test))
@@ -182,10 +236,30 @@ def write_report(results: dict, shots_k: list[int], sup_n: list[int], args) -> N
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    k10 = max(shots_k)
+    auto = results.get(f"autoshot/conf0.5/{k10}/0")
+    if auto:
+        ax.axhline(auto["miou"], color="C3", ls="--", label=f"auto-shot UNet from the {k10}-shot CNN head")
+        ax.legend()
     fig.savefig(ROOT / "docs" / "label_efficiency.png", dpi=110)
     rows = [f"| supervised UNet | {n} | {m:.3f} ± {s:.3f} |" for n, m, s in sup]
     rows += [f"| few-shot {kind} head (inversion, {args.inversion_steps} steps) | {k} | {m:.3f} ± {s:.3f} |"
              for kind, data in (("CNN", cnn), ("MLP", mlp)) for k, m, s in data]
+    for conf in (0.5, 0.0):
+        a = results.get(f"autoshot/conf{conf}/{k10}/0")
+        if a:
+            what = f"confidence filter {conf}" if conf else "no confidence filter"
+            rows.append(f"| auto-shot UNet from the {k10}-shot CNN head, seed 0 ({args.distill_steps} steps of 16 "
+                        f"generated pairs, {what}) | {k10} | {a['miou']:.3f} |")
+    inv_s = results.get("inversion_seconds_per_image")
+    a = results.get(f"autoshot/conf0.5/{k10}/0")
+    speed = ""
+    if inv_s and a:
+        speed = (f"Time per 64 px test image on this CPU: inversion ({args.inversion_steps} steps, batches of 25) "
+                 f"{inv_s:.2f} s, auto-shot UNet (PyTorch, batches of 64) {1000 * a['unet_seconds_per_image']:.2f} ms: "
+                 f"the UNet is {inv_s / a['unet_seconds_per_image']:,.0f}x faster (same run, same machine).")
+    sweep = [f"| {st} | {results[f'sweep/{st}']['psnr']:.2f} | {results[f'sweep/{st}']['miou']:.3f} | "
+             f"{results[f'sweep/{st}']['seconds_per_image']:.2f} |" for st in args.sweep if f"sweep/{st}" in results]
     text = "\n".join([
         "## Label efficiency (issue #4)",
         "",
@@ -202,7 +276,17 @@ def write_report(results: dict, shots_k: list[int], sup_n: list[int], args) -> N
         "| --- | ---: | ---: |",
         *rows,
         "",
+        "",
+        speed,
+        "",
         "![label efficiency](docs/label_efficiency.png)",
+        "",
+        f"Inversion against steps (first 50 test images, batch 50, W+ and noise, L2 + multi-scale SSIM; head: the "
+        f"{k10}-shot CNN head of seed 0): reconstruction PSNR, segmentation mIoU, CPU seconds per image.",
+        "",
+        "| inversion steps | PSNR (dB) | mIoU | seconds / image |",
+        "| ---: | ---: | ---: | ---: |",
+        *sweep,
     ])
     write_section("label_efficiency", text)
     print(text)
