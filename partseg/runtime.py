@@ -216,7 +216,7 @@ class Segmenter:
             from .tensorrt_runtime import TensorRTBackend, read_engine_info
 
             info = read_engine_info(path)
-            be = TensorRTBackend(path, **backend_options)
+            be = TensorRTBackend(path, **({"device": device} if device is not None else {}), **backend_options)
         return cls(be, info, input_size=input_size, max_batch=max_batch)
 
     # -- pre/post-processing ------------------------------------------------------------------------------------
