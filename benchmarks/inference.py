@@ -63,6 +63,7 @@ def backends(unet_path: Path, onnx_path: Path, gpu: bool, compile_: bool, thread
         add(OnnxRuntimeBackend(onnx_path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]))
         try:
             import tensorrt  # noqa: F401
+
             from export.tensorrt import build_engine  # written against TensorRT 10/11
 
             plan = onnx_path.with_suffix(".plan")

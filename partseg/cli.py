@@ -344,33 +344,51 @@ def distill(
     gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the head was trained on."),
     out: Path = typer.Option(..., "--out", help="Run folder: model.safetensors (last), best.safetensors, log."),
     steps: int = typer.Option(3000, "--steps"),
-    batch: int = typer.Option(16, "--batch", help="Generated pairs per step."),
+    batch: int = typer.Option(16, "--batch", help="Generated pairs per step, in total over all processes."),
     confidence: float = typer.Option(0.5, "--confidence", help="Ignore pixels where the head's max softmax is "
                                      "below this (0: keep all)."),
     val_renders: int = typer.Option(0, "--val-renders", help="Validate mIoU on N rendered faces with exact masks "
                                     "(built-in domain only; 0: no validation)."),
+    cache: Path = typer.Option(None, "--cache", help="Folder to keep the generated pairs in (data-set layout, "
+                               "images as 8-bit PNG); a re-run with it reads them instead of rendering."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option(None, "--device", help="Default: cuda (LOCAL_RANK under torchrun) if present."),
 ) -> None:
-    """Auto-shot: train a UNet on generated images labelled by a head (re-run to resume)."""
+    """Auto-shot: train a UNet on generated images labelled by a head (re-run to resume).
+
+    Multi-GPU: `torchrun --nproc_per_node N -m partseg.cli distill ...` (each process makes batch / N pairs).
+    """
+    import copy
+    import os
+
+    import torch
+
     from .distill import DistillConfig
     from .distill import distill as run_distill
     from .fewshot import FewShotHead
     from .gan import load_generator
+    from .gan.train import init_distributed_from_env
 
-    G = load_generator(gan, device=device)
+    init_distributed_from_env()
+    if device in (None, "cuda") and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    G = load_generator(gan, device=device or "cpu")
     h = FewShotHead.load(head, G)
     validate = None
     if val_renders:
         from .oracle import evaluate_on_renders
 
-        def validate(model):
-            return evaluate_on_renders(model, n=val_renders, size=G.resolution).miou
+        def validate(model):  # the renders are CPU tensors: score a CPU copy of the model
+            return evaluate_on_renders(copy.deepcopy(model).cpu(), n=val_renders, size=G.resolution).miou
 
     _, res = run_distill(G, h, DistillConfig(steps=steps, batch=batch, confidence=confidence, seed=seed), out,
-                         validate=validate)
+                         validate=validate, cache=cache)
+    if res["rank"] != 0:
+        return
+    resumed = f" (resumed at step {res['start_step']})" if res["start_step"] else ""
     best = f", best validation mIoU {res['best']:.4f}" if res["best"] is not None else ""
-    typer.echo(f"distilled {res['step']} steps -> {out / 'model.safetensors'}{best}")
+    typer.echo(f"distilled {res['step']} steps on {res['world']} process(es){resumed} -> "
+               f"{out / 'model.safetensors'}{best}")
 
 
 @export_app.command("onnx")
@@ -392,21 +410,123 @@ def export_onnx(
 
 
 @export_app.command("tensorrt")
-def export_tensorrt() -> None:
-    """Build a TensorRT engine from an ONNX file."""
-    _not_yet("export tensorrt", 6)
+def export_tensorrt(
+    model: Path = typer.Argument(..., help="ONNX file from `partseg export onnx`."),
+    out: Path = typer.Option(..., "--out", help="Engine to write (.plan, .engine or .trt); OUT.json sidecar beside."),
+    fp16: bool = typer.Option(False, "--fp16", help="FP16 engine (TensorRT 10: builder flag; 11: fp16 ONNX, "
+                              "float32 I/O). Parity is reported, not enforced."),
+    min_shape: str = typer.Option("1x3x64x64", "--min", help="Smallest input NxCxHxW (H, W multiples of the stride)."),
+    opt_shape: str = typer.Option("8x3x256x256", "--opt", help="Input NxCxHxW the kernels are tuned for."),
+    max_shape: str = typer.Option("32x3x512x512", "--max", help="Largest input NxCxHxW (larger batches run in "
+                                  "chunks; larger images are refused)."),
+    workspace_gib: float = typer.Option(4.0, "--workspace-gib", help="Builder workspace memory limit (GiB)."),
+    timing_cache: Path = typer.Option(None, "--timing-cache", help="Timing cache file: read if present, saved "
+                                      "after the build (faster rebuilds on the same GPU and TensorRT)."),
+) -> None:
+    """Build a TensorRT engine from an ONNX file, compare it with onnxruntime, and write it with its sidecar."""
+    from .tensorrt_runtime import require_tensorrt
+
+    try:
+        from export.tensorrt import parse_shape
+
+        for text, option in ((min_shape, "--min"), (opt_shape, "--opt"), (max_shape, "--max")):
+            parse_shape(text, option)
+    except ValueError as e:
+        _fail(str(e), code=2)
+    try:
+        require_tensorrt()
+    except ImportError as e:
+        _fail(str(e), code=2)
+    from export.tensorrt import build_engine
+
+    try:
+        res = build_engine(model, out, fp16=fp16, min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,
+                           workspace_gib=workspace_gib, timing_cache=timing_cache)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+    for p in res.parity:
+        typer.echo(f"parity vs onnxruntime: {p}")
+    i = res.info
+    how = f" via {res.fp16_method}" if res.fp16_method else ""
+    note = "; fp16 agreement is reported, not enforced" if i.precision == "fp16" else ""
+    typer.echo(f"built {out} ({i.precision}{how}, TensorRT {i.tensorrt_version}, {i.gpu}; profile "
+               f"{'x'.join(map(str, i.min_shape))} .. {'x'.join(map(str, i.max_shape))}) and {res.sidecar.name}; "
+               f"worst parity: {res.worst}{note}")
 
 
 @serve_app.command("package")
-def serve_package() -> None:
-    """Save a segmenter into BentoML's model store."""
-    _not_yet("serve package", 7)
+def serve_package(
+    artefacts: list[Path] = typer.Argument(..., help="UNet .safetensors (or run folder), .onnx file and/or TensorRT "
+                                                     "engine of one model; the service picks the best that loads."),
+    name: str = typer.Option("partseg-segmenter", "--name", help="Model name in the store (PARTSEG_MODEL)."),
+    gan: str = typer.Option(None, "--gan", help="Generator for the inversion mode: file, run folder or builtin:NAME."),
+    head: Path = typer.Option(None, "--head", help="Few-shot head for the inversion mode (trained on --gan)."),
+) -> None:
+    """Save a segmenter (artefacts + labels, optionally generator + head) into BentoML's model store."""
+    import os
+
+    from .serving import package_model
+
+    if (gan is None) != (head is None):
+        _fail("the inversion mode needs both --gan and --head")
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    tag = package_model(artefacts, name, gan=gan, head=head)
+    home = os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
+    typer.echo(f"saved {tag} to the model store in {home}; serve it with `partseg serve start"
+               f"{'' if name == 'partseg-segmenter' else f' --model {name}'}`")
 
 
 @serve_app.command("start")
-def serve_start() -> None:
-    """Start the HTTP service locally."""
-    _not_yet("serve start", 7)
+def serve_start(
+    port: int = typer.Option(3000, "--port", help="HTTP port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    model: str = typer.Option(None, "--model", help="Model-store tag (default: PARTSEG_MODEL or partseg-segmenter)."),
+    max_batch_size: int = typer.Option(None, "--max-batch-size", help="Adaptive batching limit; 1 turns it off."),
+    max_latency_ms: int = typer.Option(None, "--max-latency-ms", help="Longest a request may queue (then 503)."),
+    inversion: bool = typer.Option(None, "--inversion/--no-inversion", help="Enable the predict_inversion endpoint."),
+    config: Path = typer.Option(None, "--config", help="TOML file of settings (PARTSEG_SERVE_CONFIG)."),
+) -> None:
+    """Start the HTTP service locally (runs `bentoml serve serve.service:Segmenter`; Ctrl-C stops it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "serve" / "service.py").is_file():
+        _fail(f"no serve/service.py next to the package ({root}): serve from a source checkout, or `bentoml serve` "
+              f"a built bento")
+    env = dict(os.environ)
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    for key, value in (("MODEL", model), ("MAX_BATCH_SIZE", max_batch_size), ("MAX_LATENCY_MS", max_latency_ms),
+                       ("INVERSION", None if inversion is None else str(inversion).lower())):
+        if value is not None:
+            env[f"PARTSEG_{key}"] = str(value)
+    if config is not None:
+        env["PARTSEG_SERVE_CONFIG"] = str(config.resolve())
+    from .serving import ServeConfig
+
+    cfg = ServeConfig.from_env(env)  # settings errors here, before BentoML starts
+    os.environ["BENTOML_DO_NOT_TRACK"] = env["BENTOML_DO_NOT_TRACK"]
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        bentoml.models.get(cfg.model_tag)
+    except NotFound:
+        _fail(f"model {cfg.model_tag} is not in the model store ({os.environ.get('BENTOML_HOME', '~/bentoml')}); "
+              f"save one with `partseg serve package`")
+    cmd = [sys.executable, "-m", "bentoml", "serve", "serve.service:Segmenter", "--host", host, "--port", str(port),
+           "--working-dir", str(root)]
+    typer.echo(f"serving {cfg.model_tag} at http://{host}:{port} (batching "
+               f"{'up to ' + str(cfg.max_batch_size) if cfg.batching else 'off'}); Ctrl-C stops it")
+    proc = subprocess.Popen(cmd, env=env, cwd=root)
+    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    while True:
+        try:
+            raise typer.Exit(proc.wait())
+        except KeyboardInterrupt:  # the terminal sent SIGINT to bentoml too; wait for it to stop
+            continue
 
 
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

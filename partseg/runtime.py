@@ -229,7 +229,7 @@ class Segmenter:
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
         """uint8 [H, W, 3] -> float32 [3, H', W'] in [-1, 1] at the network size (resized and/or edge-padded)."""
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1)
+        x = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float().div(127.5).sub(1)
         h, w = image.shape[:2]
         if self.input_size is not None and (h, w) != (self.input_size,) * 2:
             x = F.interpolate(x[None], size=(self.input_size,) * 2, mode="bilinear", align_corners=False,

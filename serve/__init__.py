@@ -1,0 +1,1 @@
+"""The BentoML service of partseg (see service.py and README.md)."""

@@ -1,0 +1,287 @@
+"""partseg over HTTP (BentoML 1.4): a front service (image upload in, PNG/JSON out) over a batchable model service.
+
+    partseg serve package model.onnx --name partseg-segmenter     # once: into BentoML's model store
+    partseg serve start --port 3000                               # = bentoml serve serve.service:Segmenter
+
+Settings come from PARTSEG_* environment variables (or a TOML file named by PARTSEG_SERVE_CONFIG) and are read
+when this module is imported; see partseg.serving.ServeConfig and serve/README.md. The logic lives in
+partseg.serving; this file only wires it to BentoML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any
+
+import aiohttp
+import bentoml
+import numpy as np
+import prometheus_client
+from bentoml.exceptions import BadInput
+from bentoml.validators import ContentType
+from PIL import Image as PILImage
+from pydantic import BaseModel, BeforeValidator, Field
+from starlette.datastructures import UploadFile
+from starlette.responses import JSONResponse, Response
+
+from partseg import serving
+
+logger = logging.getLogger("partseg.serve")
+CFG = serving.ServeConfig.from_env()
+GPU = serving.gpu_requested(CFG)
+BATCH = ({"batchable": True, "max_batch_size": CFG.max_batch_size, "max_latency_ms": CFG.max_latency_ms}
+         if CFG.batching else {"batchable": False})  # BentoML requires max_batch_size > 1 for a batchable API
+
+# The declared content type of the upload: BentoML turns the multipart file into a temporary Path and drops its
+# type, so a validator running before that conversion (in the request's own context) keeps it for the endpoint.
+_UPLOAD_TYPE: ContextVar[str | None] = ContextVar("partseg_upload_type", default=None)
+
+
+def _remember_type(value: Any) -> Any:
+    _UPLOAD_TYPE.set(getattr(value, "content_type", None))
+    return value
+
+
+ImageUpload = Annotated[Path, BeforeValidator(_remember_type),
+                        Field(description="The image file (PNG, JPEG, WebP, BMP, TIFF or GIF), sent as the "
+                                          "multipart/form-data field 'image'.")]
+INFO_KEYS = ("max_batch_size", "max_latency_ms", "max_pixels", "max_upload_mb", "inversion_steps",
+             "inversion_max_pixels", "inversion_timeout_s")
+PNG = Annotated[PILImage.Image, ContentType("image/png")]
+
+
+class RLE(BaseModel):
+    size: list[int] = Field(description="[height, width]")
+    counts: str = Field(description="COCO compressed RLE string (pycocotools' mask.encode / rleToString)")
+
+
+class ClassCount(BaseModel):
+    index: int = Field(description="Class index = mask pixel value")
+    name: str
+    color: list[int] = Field(description="RGB palette colour of the class")
+    pixels: int = Field(description="Pixels of this class")
+    fraction: float = Field(description="pixels / (width x height)")
+    rle: RLE | None = Field(None, description="The class's binary mask (with rle=true)")
+
+
+class Prediction(BaseModel):
+    width: int
+    height: int
+    backend: str = Field(description="Runtime that produced the mask, e.g. onnxruntime-cpu, tensorrt, torch-cpu")
+    model: str = Field(description="Model-store tag of the served model")
+    rle_format: str | None = Field(description="'coco-compressed' when rle was requested, else null")
+    classes: list[ClassCount]
+
+
+class ClassInfo(BaseModel):
+    index: int
+    name: str
+    color: list[int]
+    description: str = ""
+
+
+class Info(BaseModel):
+    model: str
+    backend: str
+    artefact: str = Field(description="Packaged file the backend runs")
+    skipped: list[str] = Field(description="Better artefacts that could not be used here, and why")
+    classes: list[ClassInfo]
+    inversion: bool = Field(description="Whether predict_inversion is enabled")
+    config: dict[str, Any] = Field(description="Batching and limits in effect")
+
+
+# runner_connection: BentoML 1.4.40's client for a dependency replaces its connection pool every 100 requests /
+# 300 s by closing the old one, which kills requests still in flight on it (500s under concurrency); the pool is
+# kept for good instead, and a call that meets a dropped connection is retried once (segment is idempotent).
+@bentoml.service(name="partseg-model", workers=1, threads=1, traffic={"timeout": 120},
+                 runner_connection={"max_requests": 2**62, "max_age": 1e12},
+                 **({"resources": {"gpu": 1}} if GPU else {}))
+class SegmenterModel:
+    """The network: lists of uint8 RGB arrays in, uint8 class-index masks out. Requests from concurrent callers
+    are merged into one call (BentoML's adaptive batching); Segmenter groups the images by padded size inside,
+    so each mask is the same whatever shared its batch."""
+
+    bundle_ref = bentoml.models.BentoModel(CFG.model_tag)
+
+    def __init__(self) -> None:
+        self.bundle = serving.Bundle.open(self.bundle_ref.path)
+        self.loaded = serving.load_segmenter(self.bundle, CFG, GPU)
+        self.batch_hist = prometheus_client.Histogram(
+            serving.BATCH_METRIC, "Images per backend call of the partseg model service",
+            buckets=serving.batch_buckets(CFG.max_batch_size))
+
+    @bentoml.api(**BATCH)
+    def segment(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        self.batch_hist.observe(len(images))
+        return self.loaded.segmenter.predict(images)
+
+    @bentoml.api
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.loaded.backend, "artefact": self.loaded.artefact, "skipped": self.loaded.skipped,
+                "model": str(self.bundle_ref.tag)}
+
+
+def _refuse_url_fields() -> None:
+    """BentoML reads a multipart *text* value in a file field as a URL and downloads it (here that even fails with
+    a 500, for want of uvloop). This service takes uploaded files only: such a value is a 400, nothing is fetched."""
+    try:
+        from _bentoml_impl.serde import MultipartSerde
+    except ImportError:  # another BentoML layout: nothing to patch
+        return
+
+    async def file_only(obj: Any) -> Any:
+        if isinstance(obj, UploadFile):
+            return obj
+        raise BadInput("the 'image' field must be an uploaded file (a multipart file part, e.g. curl -F "
+                       "image=@face.png), not a text value; this server does not fetch URLs")
+
+    if hasattr(MultipartSerde, "ensure_file"):
+        MultipartSerde.ensure_file = staticmethod(file_only)
+
+
+_refuse_url_fields()
+
+
+def _error(e: serving.RequestError) -> JSONResponse:
+    return JSONResponse({"error": e.message, "status": int(e.status)}, status_code=int(e.status))
+
+
+@bentoml.service(name="partseg", workers=1,
+                 traffic={"timeout": max(60.0, CFG.inversion_timeout_s + 30 if CFG.inversion else 0)})
+class Segmenter:
+    """Image in, part segmentation out (palette PNG, per-class JSON, colour overlay; GAN inversion on request)."""
+
+    model = bentoml.depends(SegmenterModel)
+    bundle_ref = bentoml.models.BentoModel(CFG.model_tag)
+
+    def __init__(self) -> None:
+        self.bundle = serving.Bundle.open(self.bundle_ref.path)
+        self.labels = self.bundle.labels
+        serving.install_pixel_limit(max(CFG.max_pixels, CFG.inversion_max_pixels if CFG.inversion else 0))
+        self._described: dict[str, Any] | None = None
+        self.inversion: serving.InversionRunner | None = None
+        self._inversion_turn = asyncio.Lock()
+        if CFG.inversion:
+            if not self.bundle.has_inversion:
+                raise RuntimeError(f"PARTSEG_INVERSION is on but model {CFG.model_tag} was packaged without a "
+                                   f"generator and head (partseg serve package ... --gan G --head H)")
+            self.inversion = serving.InversionRunner(self.bundle.path(self.bundle.generator),
+                                                     self.bundle.path(self.bundle.head), CFG.inversion_threads)
+            self.inversion.start()
+
+    async def _image(self, image: Path, max_pixels: int) -> np.ndarray:
+        """The upload as uint8 RGB, or a RequestError (content type, emptiness, size, decodability)."""
+        serving.check_content_type(_UPLOAD_TYPE.get())
+        data = await asyncio.to_thread(Path(image).read_bytes)
+        return await asyncio.to_thread(serving.decode_image, data, max_pixels, CFG.max_upload_bytes, "the upload")
+
+    async def _mask(self, arr: np.ndarray) -> np.ndarray:
+        try:
+            return (await self.model.to_async.segment([arr]))[0]
+        except aiohttp.ClientConnectionError as e:  # a pooled connection the model service had already closed
+            logger.warning("partseg: model-service connection dropped (%s); retrying once", e)
+            return (await self.model.to_async.segment([arr]))[0]
+
+    async def _backend(self) -> dict[str, Any]:
+        if self._described is None:
+            self._described = await self.model.to_async.describe()
+        return self._described
+
+    @bentoml.api(route="/predict")
+    async def predict(self, image: ImageUpload) -> PNG:
+        """Part segmentation as a palette PNG of the image's size: pixel value = class index, palette = class
+        colours (see /info for names). Errors (JSON {"error": ...}): 400 not an image / damaged / empty, 413 over
+        the pixel or size limit (decompression bombs included), 415 a content type that is not an image."""
+        try:
+            arr = await self._image(image, CFG.max_pixels)
+        except serving.RequestError as e:
+            return _error(e)
+        mask = await self._mask(arr)
+        png = await asyncio.to_thread(serving.mask_png, mask, self.labels)
+        return Response(png, media_type="image/png")
+
+    @bentoml.api(route="/predict_json")
+    async def predict_json(
+        self, image: ImageUpload,
+        rle: Annotated[bool, Field(description="Add each class's mask as COCO compressed RLE (pycocotools' "
+                                               "string form, column-major).")] = False,
+    ) -> Prediction:
+        """Per-class pixel counts and fractions, image size, backend (and COCO RLE per class on request).
+        Errors as for /predict (400, 413, 415)."""
+        try:
+            arr = await self._image(image, CFG.max_pixels)
+        except serving.RequestError as e:
+            return _error(e)
+        mask = await self._mask(arr)
+        desc = await self._backend()
+        d = await asyncio.to_thread(serving.prediction_json, mask, self.labels, desc["backend"], desc["model"], rle)
+        return Prediction.model_validate(d)
+
+    @bentoml.api(route="/overlay")
+    async def overlay(
+        self, image: ImageUpload,
+        alpha: Annotated[float, Field(ge=0, le=1, description="Weight of the class colours.")] = 0.55,
+    ) -> PNG:
+        """The image blended with its class colours, as an RGB PNG. Errors as for /predict (400, 413, 415)."""
+        try:
+            arr = await self._image(image, CFG.max_pixels)
+        except serving.RequestError as e:
+            return _error(e)
+        mask = await self._mask(arr)
+
+        def render() -> bytes:
+            return serving.rgb_png(serving.overlay(arr, mask, self.labels, alpha))
+
+        return Response(await asyncio.to_thread(render), media_type="image/png")
+
+    @bentoml.api(route="/predict_inversion")
+    async def predict_inversion(self, image: ImageUpload) -> PNG:
+        """High-accuracy mode (off unless PARTSEG_INVERSION=1): GAN inversion + few-shot head on the image's centre
+        square; palette PNG of the image's size, pixels outside the square 255 (unlabelled). Slow: seconds to
+        minutes; one inversion at a time, limited by PARTSEG_INVERSION_TIMEOUT_S. Errors: 404 when disabled, 400 /
+        413 / 415 as for /predict (with PARTSEG_INVERSION_MAX_PIXELS), 503 busy past the timeout, 504 timed out."""
+        if self.inversion is None:
+            return _error(serving.Disabled("the GAN-inversion mode is disabled on this server: start it with "
+                                           "PARTSEG_INVERSION=1 and a model packaged with --gan and --head"))
+        try:
+            arr = await self._image(image, CFG.inversion_max_pixels)
+        except serving.RequestError as e:
+            return _error(e)
+        t0 = time.monotonic()
+        try:  # waiting requests queue here, not in threads, so the fast endpoints keep their thread pool
+            await asyncio.wait_for(self._inversion_turn.acquire(), CFG.inversion_timeout_s)
+        except asyncio.TimeoutError:  # noqa: UP041 - not TimeoutError's alias before Python 3.11
+            busy = serving.InversionBusy(f"another inversion is running; none finished within "
+                                         f"{CFG.inversion_timeout_s:g} s")
+            return JSONResponse({"error": str(busy), "status": 503}, status_code=503, headers={"Retry-After": "10"})
+        try:
+            left = max(CFG.inversion_timeout_s - (time.monotonic() - t0), 0.1)
+            mask, psnr = await asyncio.to_thread(self.inversion.run, arr, CFG.inversion_steps, left)
+        except serving.InversionBusy as e:
+            return JSONResponse({"error": str(e), "status": 503}, status_code=503, headers={"Retry-After": "10"})
+        except serving.InversionTimeout as e:
+            return JSONResponse({"error": str(e), "status": 504}, status_code=504)
+        except serving.InversionFailed as e:
+            return JSONResponse({"error": f"the inversion failed: {e}", "status": 500}, status_code=500)
+        finally:
+            self._inversion_turn.release()
+        png = await asyncio.to_thread(serving.mask_png, mask, self.labels)
+        return Response(png, media_type="image/png",
+                        headers={"X-Inversion-PSNR-dB": f"{psnr:.2f}", "X-Inversion-Steps": str(CFG.inversion_steps),
+                                 "X-Inversion-Seconds": f"{time.monotonic() - t0:.2f}"})
+
+    @bentoml.api(route="/info")
+    async def info(self) -> Info:
+        """The served model: tag, classes (index, name, colour), backend, batching and limits."""
+        desc = await self._backend()
+        return Info(**desc, classes=self.labels.to_dict()["classes"], inversion=self.inversion is not None,
+                    config={k: v for k, v in CFG.to_dict().items() if k in INFO_KEYS})
+
+    @bentoml.on_shutdown
+    def _close(self) -> None:
+        if self.inversion is not None:
+            self.inversion.close()

@@ -1,0 +1,464 @@
+"""The HTTP service end to end: a tiny UNet exported to ONNX, packaged into a temporary BentoML model store and
+served by the real `partseg serve start` (BentoML) on a free loopback port; no mocks.
+
+Masks over HTTP equal Segmenter.load(onnx).predict; every kind of bad upload is a 4xx with a message and the
+server keeps answering; 32 concurrent requests all succeed and are batched; `bentoml build` works; the GAN
+inversion mode is a 404 when off and answers when on. The library parts (COCO RLE, config, upload checks) are
+tested without a server.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from partseg import serving
+from partseg.annotations import decode_coco_rle
+from partseg.labels import FACES
+from partseg.runtime import Segmenter
+from partseg.unet import UNet, UNetConfig, save_unet
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_PIXELS = 200_000  # the test server's pixel limit
+SIZES = [(64, 64), (50, 70)]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "OMP_NUM_THREADS": "1",
+            "PARTSEG_THREADS": "1", "PYTHONPATH": str(ROOT), **extra}
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "partseg.cli", *args], env=env, cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def post(self, route: str, files=None, data=None, **kw) -> httpx.Response:
+        return httpx.post(self.url + route, files=files, data=data, timeout=60, **kw)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def _start(env: dict[str, str], log: Path, timeout: float = 60) -> Server:
+    port = _free_port()
+    out = open(log, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "partseg.cli", "serve", "start", "--port", str(port)], env=env,
+                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    out.close()
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if proc.poll() is not None:
+            _stop(server)
+            pytest.fail(f"the server exited with {proc.returncode}:\n{server.logs()}")
+        try:
+            if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    _stop(server)
+    pytest.fail(f"the server was not ready within {timeout} s:\n{server.logs()}")
+
+
+def _stop(server: Server) -> None:
+    """SIGTERM to `partseg serve start` (it forwards it to BentoML), then SIGKILL whatever is left of the process
+    group this test started (new session: the group holds only the server's processes)."""
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.proc.wait(timeout=10)
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _images() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = []
+    for h, w in SIZES:
+        yy, xx = np.mgrid[:h, :w]
+        ramp = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (h + w)], -1).astype(np.uint8)
+        out += [rng.integers(0, 256, (h, w, 3), dtype=np.uint8), ramp]
+    return out
+
+
+def _mask_of(resp: httpx.Response) -> np.ndarray:
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "image/png"
+    im = Image.open(io.BytesIO(resp.content))
+    assert im.mode == "P" and im.getpalette()[:3 * len(FACES)] == FACES.palette()[:3 * len(FACES)]
+    return np.asarray(im)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _bomb_png(side: int = 100_000) -> bytes:
+    """A valid PNG header declaring side x side pixels (10^10): a few bytes claiming 30 GB of pixels."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + \
+        _chunk(b"IEND", b"")
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A tiny 10-class UNet (FACES labels, trained size 64) exported to ONNX and packaged into a fresh store."""
+    from export.onnx import export_onnx
+
+    tmp = tmp_path_factory.mktemp("serve")
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(num_classes=10, channels=[8, 16, 32, 64]))
+    with torch.no_grad():  # untrained UNets answer one class everywhere; spread the logits so masks vary
+        model.head.weight.mul_(20)
+        model.head.bias.normal_(0, 0.5)
+    save_unet(model, tmp / "unet.safetensors", FACES, extra={"train_resolution": "64"})
+    export_onnx(tmp / "unet.safetensors", tmp / "model.onnx")
+    home = tmp / "bentoml"
+    r = _cli("serve", "package", str(tmp / "model.onnx"), "--name", "partseg-segmenter", env=_env(home))
+    assert "saved partseg-segmenter:" in r.stdout
+    return tmp, home
+
+
+@pytest.fixture(scope="module")
+def server(built):
+    tmp, home = built
+    s = _start(_env(home, PARTSEG_MAX_PIXELS=str(MAX_PIXELS), PARTSEG_MAX_BATCH_SIZE="16"), tmp / "server.log")
+    yield s
+    _stop(s)
+
+
+@pytest.fixture(scope="module")
+def reference(built) -> Segmenter:
+    return Segmenter.load(built[0] / "model.onnx")
+
+
+# ------------------------------------------------------------------------------------------------ the server
+
+
+def test_masks_equal_the_runtime(server, reference):
+    images = _images()
+    expected = reference.predict(images)
+    for img, exp in zip(images, expected, strict=True):
+        got = _mask_of(server.post("/predict", files={"image": ("x.png", _png(img), "image/png")}))
+        assert got.shape == img.shape[:2]
+        np.testing.assert_array_equal(got, exp)
+    assert any(len(np.unique(m)) > 1 for m in expected)  # the comparison is not vacuous
+
+
+def test_predict_json_counts_and_rle(server, reference):
+    img = _images()[3]  # 50 x 70
+    mask = reference.predict([img])[0]
+    r = server.post("/predict_json", files={"image": ("x.png", _png(img), "image/png")}, data={"rle": "true"})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert (d["width"], d["height"]) == (70, 50)
+    assert d["backend"] == "onnxruntime-cpu" and d["model"].startswith("partseg-segmenter:")
+    assert [c["name"] for c in d["classes"]] == list(FACES.names)
+    assert sum(c["pixels"] for c in d["classes"]) == 50 * 70
+    for c in d["classes"]:
+        assert c["pixels"] == int((mask == c["index"]).sum())
+        assert c["fraction"] == pytest.approx(c["pixels"] / (50 * 70), abs=1e-6)
+        assert c["rle"]["size"] == [50, 70]
+        np.testing.assert_array_equal(decode_coco_rle(c["rle"]["counts"], 50, 70), mask == c["index"])
+    plain = server.post("/predict_json", files={"image": ("x.png", _png(img), "image/png")}).json()
+    assert all(c["rle"] is None for c in plain["classes"]) and plain["rle_format"] is None
+
+
+def test_overlay(server, reference):
+    from partseg.segment import overlay
+
+    img = _images()[0]
+    r = server.post("/overlay", files={"image": ("x.png", _png(img), "image/png")}, data={"alpha": "0.3"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+    np.testing.assert_array_equal(got, overlay(img, reference.predict([img])[0], FACES, alpha=0.3))
+
+
+def _truncated() -> bytes:
+    return _png(_images()[0])[:300]
+
+
+BAD = {  # name: (multipart files, form data, expected status, words in the message)
+    "not an image": ({"image": ("x.png", b"hello, I am text", "image/png")}, None, 400, "not an image"),
+    "truncated": ({"image": ("x.png", _truncated(), "image/png")}, None, 400, "truncated"),
+    "empty": ({"image": ("x.png", b"", "image/png")}, None, 400, "empty"),
+    "over the pixel limit": ({"image": ("x.png", _png(np.zeros((500, 500, 3), np.uint8)), "image/png")}, None, 413,
+                             "limit"),
+    "decompression bomb": ({"image": ("x.png", _bomb_png(), "image/png")}, None, 413, "pixels"),
+    "wrong content type": ({"image": ("x.txt", _png(np.zeros((8, 8, 3), np.uint8)), "text/plain")}, None, 415,
+                           "content type"),
+    "url instead of a file": (None, {"image": "http://10.1.2.3/face.png"}, 400, "uploaded file"),
+    "no image field": (None, {"alpha": "0.5"}, 400, "image"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_a_4xx_and_the_server_keeps_serving(server, case):
+    files, data, status, words = BAD[case]
+    r = server.post("/predict", files=files, data=data)
+    assert r.status_code == status, r.text
+    assert words in r.text
+    ok = server.post("/predict", files={"image": ("x.png", _png(_images()[0]), "image/png")})
+    assert ok.status_code == 200
+
+
+def test_octet_stream_uploads_are_sniffed(server):
+    r = server.post("/predict", files={"image": ("x.bin", _png(_images()[1]), "application/octet-stream")})
+    assert r.status_code == 200
+
+
+def test_inversion_is_a_404_when_disabled(server):
+    r = server.post("/predict_inversion", files={"image": ("x.png", _png(_images()[0]), "image/png")})
+    assert r.status_code == 404 and "disabled" in r.json()["error"]
+
+
+def test_concurrent_requests_are_batched(server, reference):
+    images = _images()
+    expected = reference.predict(images)
+    bodies = [_png(im) for im in images]
+
+    def one(i: int) -> tuple[int, np.ndarray]:
+        k = i % len(images)
+        return k, _mask_of(server.post("/predict", files={"image": ("x.png", bodies[k], "image/png")}))
+
+    with ThreadPoolExecutor(32) as pool:  # 4 waves of 32: past BentoML's 100-request client-pool refresh too
+        results = list(pool.map(one, range(4 * 32)))
+    assert len(results) == 4 * 32
+    for k, mask in results:  # batch mates of other sizes do not change a mask
+        np.testing.assert_array_equal(mask, expected[k])
+    metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    for name in (serving.BENTOML_BATCH_METRIC, serving.BATCH_METRIC):
+        counts = serving.histogram_counts(metrics, name)
+        assert counts, f"{name} missing from /metrics"
+        assert counts[float("inf")] > counts[1.0], f"{name}: no batch larger than 1: {counts}"
+
+
+def test_health_info_and_openapi(server):
+    for route in ("/readyz", "/livez"):
+        assert httpx.get(server.url + route, timeout=10).status_code == 200
+    info = server.post("/info", json={}).json()
+    assert info["backend"] == "onnxruntime-cpu" and info["config"]["max_pixels"] == MAX_PIXELS
+    assert [c["name"] for c in info["classes"]] == list(FACES.names) and info["inversion"] is False
+    spec = httpx.get(server.url + "/docs.json", timeout=10).json()
+    for route in ("/predict", "/predict_json", "/overlay", "/predict_inversion"):
+        post = spec["paths"][route]["post"]
+        body = post["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert body["properties"]["image"]["format"] == "binary" and body["required"] == ["image"]
+    assert "image/png" in spec["paths"]["/predict"]["post"]["responses"]["200"]["content"]
+    out = spec["paths"]["/predict_json"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "pixels" in str(spec["components"]) and out
+
+
+def test_bentoml_build(built):
+    tmp, home = built
+    r = subprocess.run([sys.executable, "-m", "bentoml", "build"], cwd=ROOT, env=_env(home), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    bento = next((home / "bentos" / "partseg").glob("*/bento.yaml"))
+    text = bento.read_text()
+    assert "partseg-segmenter:" in text and "partseg-model" in text
+    assert (bento.parent / "src" / "serve" / "service.py").is_file()
+    assert (bento.parent / "src" / "partseg" / "serving.py").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ inversion
+
+
+@pytest.fixture(scope="module")
+def inversion_kit(built, tmp_path_factory):
+    """A tiny 32 px generator and an MLP head with the FACES classes trained for a few steps on its samples."""
+    from partseg.dataset import write_sample_set
+    from partseg.fewshot import FewShotConfig, load_shots, train_head
+    from partseg.gan import Generator, save_generator
+    from partseg.gan.sampling import sample
+    from tests.conftest import tiny_config
+
+    tmp = tmp_path_factory.mktemp("inversion")
+    torch.manual_seed(0)
+    G = Generator(tiny_config()).eval()
+    s = sample(G, 2, seed=0)
+    masks = (s.images.mean(1).add(1).mul(5).clamp(0, 9)).byte().numpy()  # brightness bands as 10 "classes"
+    write_sample_set(tmp / "shots", s, FACES, masks=masks)
+    head = train_head(G, load_shots(tmp / "shots"), FewShotConfig(head="mlp", steps=5), progress=False)
+    save_generator(G, tmp / "G.safetensors")
+    head.save(tmp / "head.safetensors")
+    return tmp / "G.safetensors", tmp / "head.safetensors"
+
+
+def test_inversion_runner_times_out_then_recovers(inversion_kit):
+    gan, head = inversion_kit
+    runner = serving.InversionRunner(gan, head, threads=1)
+    try:
+        runner.start(timeout=60)
+        img = _images()[3]
+        t0 = time.monotonic()
+        with pytest.raises(serving.InversionTimeout):
+            runner.run(img, steps=10**7, timeout=1.0)
+        assert time.monotonic() - t0 < 5
+        mask, psnr = runner.run(img, steps=2, timeout=60)  # a fresh worker
+        assert mask.shape == (50, 70) and np.isfinite(psnr)
+        assert (mask[:, :10] == 255).all() and (mask[:, 10:60] < 10).all()  # centre 50 x 50 square only
+    finally:
+        runner.close()
+
+
+def test_inversion_endpoint_when_enabled(built, inversion_kit):
+    tmp, home = built
+    gan, head = inversion_kit
+    _cli("serve", "package", str(tmp / "model.onnx"), "--name", "partseg-inv", "--gan", str(gan), "--head",
+         str(head), env=_env(home))
+    s = _start(_env(home, PARTSEG_MODEL="partseg-inv", PARTSEG_INVERSION="1", PARTSEG_INVERSION_STEPS="3",
+                    PARTSEG_MAX_BATCH_SIZE="1"), tmp / "inversion-server.log")
+    try:
+        img = _images()[2]  # 50 x 70
+        r = s.post("/predict_inversion", files={"image": ("x.png", _png(img), "image/png")})
+        mask = _mask_of(r)
+        assert mask.shape == (50, 70) and (mask[:, :10] == 255).all() and (mask[:, 10:60] < 10).all()
+        assert float(r.headers["x-inversion-psnr-db"]) > 0 and r.headers["x-inversion-steps"] == "3"
+        bad = s.post("/predict_inversion", files={"image": ("x.png", b"nope", "image/png")})
+        assert bad.status_code == 400
+        assert s.post("/predict", files={"image": ("x.png", _png(img), "image/png")}).status_code == 200
+        assert s.post("/info", json={}).json()["inversion"] is True
+    finally:
+        _stop(s)
+
+
+# ------------------------------------------------------------------------------------------------ library
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (50, 70), (0, 4)])
+def test_coco_rle_round_trips(shape):
+    rng = np.random.default_rng(1)
+    cases = [np.zeros(shape, bool), np.ones(shape, bool), rng.random(shape) < 0.5]
+    if shape == (50, 70):
+        yy, xx = np.mgrid[:50, :70]
+        cases.append((yy - 25) ** 2 + (xx - 35) ** 2 < 300)  # long runs: multi-character and negative deltas
+    for bits in cases:
+        rle = serving.encode_coco_rle(bits)
+        assert rle["size"] == list(shape)
+        np.testing.assert_array_equal(decode_coco_rle(rle["counts"], *shape), bits)
+
+
+def test_coco_rle_matches_pycocotools_on_a_known_mask():
+    bits = np.zeros((4, 3), bool)
+    bits[1:3, 1] = True  # column-major runs: 5 zeros, 2 ones, 5 zeros
+    assert serving.encode_coco_rle(bits)["counts"] == "525"
+
+
+def test_config_from_env_and_toml(tmp_path):
+    cfg = serving.ServeConfig.from_env({"PARTSEG_MAX_BATCH_SIZE": "1", "PARTSEG_INVERSION": "yes"})
+    assert not cfg.batching and cfg.inversion and cfg.model_tag == "partseg-segmenter:latest"
+    (tmp_path / "c.toml").write_text('[partseg]\nmodel = "m:v1"\nmax_latency_ms = 500\ninversion_timeout_s = 9\n')
+    cfg = serving.ServeConfig.from_env({"PARTSEG_SERVE_CONFIG": str(tmp_path / "c.toml"),
+                                        "PARTSEG_MAX_LATENCY_MS": "700"})
+    assert (cfg.model_tag, cfg.max_latency_ms, cfg.inversion_timeout_s) == ("m:v1", 700, 9.0)
+    with pytest.raises(ValueError, match="MAX_BATCH_SIZE"):
+        serving.ServeConfig.from_env({"PARTSEG_MAX_BATCH_SIZE": "many"})
+    (tmp_path / "bad.toml").write_text("max_bach_size = 3\n")
+    with pytest.raises(ValueError, match="unknown settings"):
+        serving.ServeConfig.from_env({"PARTSEG_SERVE_CONFIG": str(tmp_path / "bad.toml")})
+
+
+def test_bundle_backend_order_and_fallback(built, tmp_path):
+    tmp, _ = built
+    bundle = serving.stage_bundle([tmp / "unet.safetensors", tmp / "model.onnx"], tmp_path / "b")
+    assert [a.kind for a in bundle.artefacts] == ["onnxruntime", "torch"] and bundle.labels == FACES
+    cfg = serving.ServeConfig(threads=1)
+    assert serving.load_segmenter(bundle, cfg, gpu=False).backend == "onnxruntime-cpu"
+    torch_only = serving.ServeConfig(backend="torch")
+    assert serving.load_segmenter(bundle, torch_only, gpu=False).backend.startswith("torch-cpu")
+    (tmp_path / "b" / "model.onnx").write_bytes(b"broken")  # a file that no longer loads: the next one serves
+    loaded = serving.load_segmenter(serving.Bundle.open(tmp_path / "b"), cfg, gpu=False)
+    assert loaded.backend.startswith("torch-cpu") and "model.onnx" in loaded.skipped[0]
+    img = _images()[3]
+    ref = Segmenter.load(tmp / "model.onnx").predict([img])[0]
+    assert (loaded.segmenter.predict([img])[0] == ref).mean() > 0.999
+    with pytest.raises(ValueError, match="only"):
+        serving.load_segmenter(bundle, serving.ServeConfig(backend="tensorrt"), gpu=False)
+    with pytest.raises(ValueError, match="unknown model file type"):
+        serving.stage_bundle([tmp / "server.log"], tmp_path / "c")
+    with pytest.raises(ValueError, match="both"):
+        serving.stage_bundle([tmp / "model.onnx"], tmp_path / "d", gan="builtin:faces64")
+
+
+def test_a_tensorrt_engine_is_packaged_with_its_sidecar_and_skipped_without_a_gpu(built, tmp_path):
+    from partseg.runtime import read_onnx_info
+    from partseg.tensorrt_runtime import EngineInfo, write_engine_info
+
+    tmp, _ = built
+    plan = tmp_path / "faces.plan"
+    plan.write_bytes(b"not really an engine")  # never loaded here: no GPU
+    write_engine_info(plan, EngineInfo(read_onnx_info(tmp / "model.onnx"), "10.0", "test GPU", (1, 3, 8, 8),
+                                       (4, 3, 64, 64), (16, 3, 512, 512), "fp16", plan.stat().st_size))
+    bundle = serving.stage_bundle([tmp / "model.onnx", plan], tmp_path / "b")
+    assert [(a.kind, a.file, a.extra) for a in bundle.artefacts] == [
+        ("tensorrt", "model.plan", ["model.plan.json"]), ("onnxruntime", "model.onnx", [])]
+    loaded = serving.load_segmenter(bundle, serving.ServeConfig(threads=1), gpu=False)
+    assert loaded.backend == "onnxruntime-cpu" and "TensorRT needs a GPU" in loaded.skipped[0]
+
+
+def test_decode_image_limits_and_formats():
+    img = _images()[1]
+    np.testing.assert_array_equal(serving.decode_image(_png(img), 10**6), img)
+    rgba = io.BytesIO()
+    Image.fromarray(np.dstack([img, np.full(img.shape[:2], 7, np.uint8)])).save(rgba, format="PNG")
+    np.testing.assert_array_equal(serving.decode_image(rgba.getvalue(), 10**6), img)
+    with pytest.raises(serving.TooLarge):
+        serving.decode_image(_png(img), 64 * 64 - 1)
+    with pytest.raises(serving.TooLarge):
+        serving.decode_image(_png(img), 10**6, max_bytes=10)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
+    with pytest.raises(serving.RequestError, match="not an image"):
+        serving.decode_image(eps, 10**6)  # formats Pillow would hand to Ghostscript are never opened
+    serving.check_content_type("image/jpeg; charset=binary")
+    with pytest.raises(serving.UnsupportedType):
+        serving.check_content_type("application/pdf")
