@@ -166,7 +166,7 @@ interleaved round by round; the median round is reported. FLOPs per image (multi
 {chr(10).join(table)}
 
 onnxruntime vs PyTorch eager (images/s ratio; goal >= 1.5x on CPU): {'; '.join(ratios) or 'n/a'}.
-PyTorch's channels_last layout is the runtime's default for the torch backend because of this table.
+The runtime's torch backend uses channels_last by default (the `torch-*-channels_last` rows).
 """
     print(text)
     if not args.no_write:

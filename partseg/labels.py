@@ -98,6 +98,10 @@ class Labels:
         """uint8 [..., 3] colour image of an index mask (ignored pixels white)."""
         return np.asarray(self.palette(), dtype=np.uint8).reshape(256, 3)[np.asarray(mask, dtype=np.uint8)]
 
+    def overlay(self, image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+        """uint8 RGB image blended with the class colours of `mask` (alpha = colour weight)."""
+        return ((1 - alpha) * np.asarray(image) + alpha * self.colorize(mask)).round().astype(np.uint8)
+
     def to_dict(self) -> dict[str, Any]:
         return {"version": FORMAT_VERSION, "ignore_index": IGNORE,
                 "classes": [{"index": i, "name": n, "color": list(c), "description": d} for i, (n, c, d)

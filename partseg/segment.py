@@ -9,7 +9,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .atomic import atomic_write_text
@@ -18,7 +17,6 @@ from .fewshot import FewShotHead
 from .gan.sampling import to_uint8
 from .gan.stylegan2 import Generator
 from .invert import InversionConfig, invert
-from .labels import Labels
 from .runtime import Segmenter
 
 
@@ -35,10 +33,6 @@ def list_image_files(inputs: list[str | os.PathLike]) -> list[Path]:
     if not files:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     return files
-
-
-def overlay(image: np.ndarray, labels_map: np.ndarray, labels: Labels, alpha: float = 0.55) -> np.ndarray:
-    return ((1 - alpha) * image + alpha * labels.colorize(labels_map)).round().astype(np.uint8)
 
 
 def segment_by_inversion(G: Generator, head: FewShotHead, images: torch.Tensor, cfg: InversionConfig | None = None,
@@ -72,7 +66,7 @@ def predict_files(files: list[Path], G: Generator, head: FewShotHead, out: str |
     for f, img, lab, rec, p in zip(files, inputs, res["labels"].byte().numpy(), recon, res["psnr"].tolist(),
                                    strict=True):
         write_mask(out / "labels" / f"{f.stem}.png", lab, head.labels)
-        write_image(out / "overlays" / f"{f.stem}.png", overlay(img, lab, head.labels))
+        write_image(out / "overlays" / f"{f.stem}.png", head.labels.overlay(img, lab))
         write_image(out / "reconstructions" / f"{f.stem}.png", rec)
         records.append({"input": str(f), "name": f.stem, "psnr_db": round(p, 2)})
     head.labels.save(out / "labels.json")
@@ -98,7 +92,7 @@ def predict_files_unet(files: list[Path], segmenter: Segmenter, out: str | os.Pa
             seconds += time.perf_counter() - t0
             for f, img, lab in zip(chunk, images, masks, strict=True):
                 write_mask(out / "labels" / f"{f.stem}.png", lab, labels)
-                write_image(out / "overlays" / f"{f.stem}.png", overlay(img, lab, labels))
+                write_image(out / "overlays" / f"{f.stem}.png", labels.overlay(img, lab))
                 records.append({"input": str(f), "name": f.stem, "height": img.shape[0], "width": img.shape[1]})
             bar.update(len(chunk))
     labels.save(out / "labels.json")

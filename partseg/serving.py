@@ -262,12 +262,6 @@ def rgb_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, labels: Labels, alpha: float = 0.55) -> np.ndarray:
-    """The image blended with the class colours; the same formula as partseg.segment.overlay, without importing
-    torch into the front service."""
-    return ((1 - alpha) * image + alpha * labels.colorize(mask)).round().astype(np.uint8)
-
-
 def encode_coco_rle(bits: np.ndarray) -> dict[str, Any]:
     """COCO's compressed RLE of a binary mask [H, W]: {"size": [H, W], "counts": str}, as pycocotools'
     mask.encode would write it (column-major runs starting with zeros, LEB128-like 6-bit characters, deltas

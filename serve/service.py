@@ -234,7 +234,7 @@ class Segmenter:
         mask = await self._mask(arr)
 
         def render() -> bytes:
-            return serving.rgb_png(serving.overlay(arr, mask, self.labels, alpha))
+            return serving.rgb_png(self.labels.overlay(arr, mask, alpha))
 
         return Response(await asyncio.to_thread(render), media_type="image/png")
 

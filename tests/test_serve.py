@@ -214,13 +214,11 @@ def test_predict_json_counts_and_rle(server, reference):
 
 
 def test_overlay(server, reference):
-    from partseg.segment import overlay
-
     img = _images()[0]
     r = server.post("/overlay", files={"image": ("x.png", _png(img), "image/png")}, data={"alpha": "0.3"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
     got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
-    np.testing.assert_array_equal(got, overlay(img, reference.predict([img])[0], FACES, alpha=0.3))
+    np.testing.assert_array_equal(got, FACES.overlay(img, reference.predict([img])[0], alpha=0.3))
 
 
 def _truncated() -> bytes:
