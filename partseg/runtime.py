@@ -122,8 +122,13 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
-        if providers is None:
-            providers = ["CUDAExecutionProvider"] if gpu_present() and "CUDAExecutionProvider" in available else []
+        if providers is None:  # onnxruntime-gpu lists CUDA/TensorRT even on machines without a GPU or TensorRT
+            providers = []
+            if gpu_present():
+                if "TensorrtExecutionProvider" in available and _tensorrt_importable():
+                    providers.append("TensorrtExecutionProvider")
+                if "CUDAExecutionProvider" in available:
+                    providers.append("CUDAExecutionProvider")
             providers = [*providers, "CPUExecutionProvider"]
         unknown = [p for p in providers if p not in available]
         if unknown:
@@ -142,6 +147,12 @@ class OnnxRuntimeBackend:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def _tensorrt_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
 
 
 def read_onnx_info(path: str | os.PathLike) -> ModelInfo:
