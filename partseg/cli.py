@@ -26,11 +26,6 @@ def _fail(msg: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _not_yet(what: str, issue: int) -> NoReturn:
-    """Commands of later pipeline stages: say so plainly instead of pretending to work."""
-    _fail(f"`partseg {what}` is not implemented yet (planned in issue #{issue}); nothing was done.", code=2)
-
-
 # ---------------------------------------------------------------------------------------------------- gan
 
 
