@@ -287,10 +287,14 @@ def write_report(results: dict, shots_k: list[int], sup_n: list[int], args) -> N
         f"mIoU on {args.n_test} rendered test faces with exact masks; mean ± standard deviation over {args.seeds} "
         f"seeds (different shots / training images and initialisations). Few-shot shots are generated samples of "
         f"`builtin:faces64` labelled by the label oracle; the supervised UNet (channels [16, 32, 64, 128]) trains "
-        f"{args.sup_steps} steps of 16 augmented crops on N rendered faces with exact masks.",
+        f"{args.sup_steps} steps of 16 augmented crops on N rendered faces with exact masks. With N >= 100 the "
+        f"supervised curve is bounded by those {args.sup_steps} steps, not by labels: the label oracle (a wider UNet, "
+        f"4000 steps of 32 on 10,000 renders) reaches mIoU 0.85 on held-out renders, so read the supervised rows as "
+        f"a lower bound for full supervision.",
         "",
         f"- Machine: {machine()}",
-        "- Command: `python3 benchmarks/label_efficiency.py`",
+        f"- Command: `python3 benchmarks/label_efficiency.py --sup-steps {args.sup_steps} --distill-steps "
+        f"{args.distill_steps}` (run as `--part fewshot` and `--part supervised` in two processes sharing the cache)",
         f"- Date (UTC): {utc_now()}",
         "",
         "| method | labelled images | mIoU |",
