@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,11 @@ def export_onnx(unet: str | os.PathLike, out: str | os.PathLike, opset: int = DE
     s = info.stride
     example = torch.zeros(2, 3, 4 * s, 4 * s)
     batch, h, w = Dim("batch", min=1, max=4096), Dim("h", min=1, max=MAX_SIDE // s), Dim("w", min=1, max=MAX_SIDE // s)
-    program = torch.onnx.export(folded, (example,), dynamo=True, opset_version=opset, input_names=["image"],
-                                output_names=["logits"], verbose=verbose,
-                                dynamic_shapes={"x": {0: batch, 2: s * h, 3: s * w}})
+    with warnings.catch_warnings():  # torch.export's own deprecation notices say nothing about this model
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.onnx.export(folded, (example,), dynamo=True, opset_version=opset, input_names=["image"],
+                                    output_names=["logits"], verbose=verbose,
+                                    dynamic_shapes={"x": {0: batch, 2: s * h, 3: s * w}})
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "model.onnx"
         program.save(str(staged))
