@@ -18,7 +18,7 @@ import torch
 
 from partseg.atomic import atomic_path
 from partseg.runtime import ModelInfo, Parity, Segmenter, TorchBackend, compare, parity_images
-from partseg.unet import fold_batchnorm, load_unet, unet_stride
+from partseg.unet import fold_batchnorm, load_unet, resolve_unet_file, unet_stride
 
 DEFAULT_OPSET = 18
 MAX_SIDE = 8192  # upper bound declared for dynamic height/width
@@ -42,9 +42,7 @@ def export_onnx(unet: str | os.PathLike, out: str | os.PathLike, opset: int = DE
     import onnx
     from torch.export import Dim
 
-    unet, out = Path(unet), Path(out)
-    if unet.is_dir():
-        unet = next((p for p in (unet / "best.safetensors", unet / "model.safetensors") if p.is_file()), unet)
+    unet, out = resolve_unet_file(unet), Path(out)
     model, labels, meta = load_unet(unet, with_meta=True)
     if labels is None:
         raise ValueError(f"{unet}: the UNet file stores no labels, so the ONNX file could not carry them")

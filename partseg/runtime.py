@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .labels import Labels
+from .unet import resolve_unet_file
 
 RUNTIME_FORMAT = "partseg.segmenter"
 NORMALISATION = "x / 127.5 - 1"  # uint8 RGB -> [-1, 1], what every partseg UNet is trained on
@@ -194,12 +195,7 @@ class Segmenter:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if not path.exists():
             raise FileNotFoundError(f"model file not found: {path}")
-        if path.is_dir():
-            candidates = [path / n for n in ("best.safetensors", "model.safetensors")]
-            found = next((c for c in candidates if c.is_file()), None)
-            if found is None:
-                raise FileNotFoundError(f"{path}: a folder without best.safetensors or model.safetensors")
-            path = found
+        path = resolve_unet_file(path)
         suffix = path.suffix.lower()
         kind = {".safetensors": "torch", **dict.fromkeys(ONNX_SUFFIXES, "onnxruntime"),
                 **dict.fromkeys(ENGINE_SUFFIXES, "tensorrt")}.get(suffix)

@@ -410,19 +410,14 @@ def stage_bundle(artefacts: Sequence[str | os.PathLike], out: str | os.PathLike,
                  head: str | os.PathLike | None = None) -> Bundle:
     """Check the artefacts (and generator + head) and copy them into the folder `out` as a bundle."""
     from .runtime import ModelInfo
+    from .unet import resolve_unet_file
 
     out = Path(out)
     if not artefacts:
         raise ValueError("nothing to package: give a UNet .safetensors, an .onnx file and/or a TensorRT engine")
     if (gan is None) != (head is None):
         raise ValueError("the inversion mode needs both --gan (generator) and --head (few-shot head)")
-    paths = [Path(a) for a in artefacts]
-    for p in paths:
-        if p.is_dir():
-            found = next((c for c in (p / "best.safetensors", p / "model.safetensors") if c.is_file()), None)
-            if found is None:
-                raise FileNotFoundError(f"{p}: a folder without best.safetensors or model.safetensors")
-            paths[paths.index(p)] = found
+    paths = [resolve_unet_file(a) for a in artefacts]  # a run folder stands for its best (else last) UNet
     infos: list[tuple[Path, str, ModelInfo]] = []
     for p in paths:
         kind, info = _artefact_info(p)

@@ -111,6 +111,17 @@ def save_unet(model: UNet, path: str | os.PathLike, labels: Labels | None = None
     return write_safetensors(path, model.state_dict(), meta)
 
 
+def resolve_unet_file(path: str | os.PathLike) -> Path:
+    """A UNet file, or a training run folder: its best.safetensors, else its last model.safetensors."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = next((p for p in (path / "best.safetensors", path / "model.safetensors") if p.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{path}: a folder without best.safetensors or model.safetensors")
+    return found
+
+
 def load_unet(path: str | os.PathLike, device: str | torch.device = "cpu", with_meta: bool = False
               ) -> tuple[UNet, Labels | None] | tuple[UNet, Labels | None, dict[str, str]]:
     """(UNet in eval mode, its labels if stored[, the file's metadata]); strict key and shape checks name the file."""

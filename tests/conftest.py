@@ -21,6 +21,26 @@ def tiny_config(resolution: int = 32) -> GeneratorConfig:
                            channels={r: c for r, c in ch.items() if r <= resolution})
 
 
+def write_small_unet(path: Path) -> Path:
+    """A small UNet (channels [8, 16, 32, 64], stride 8, trained size 64, FACES labels) with non-trivial BatchNorm
+    statistics, so folding them into the convs at export time is exercised."""
+    from partseg.labels import FACES
+    from partseg.unet import UNet, UNetConfig, save_unet
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(num_classes=len(FACES), channels=[8, 16, 32, 64]))
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(4, 3, 64, 64) * 0.7 + 0.1)
+    return save_unet(model.eval(), path, FACES, extra={"train_resolution": "64"})
+
+
+@pytest.fixture(scope="module")
+def unet_file(tmp_path_factory) -> Path:
+    return write_small_unet(tmp_path_factory.mktemp("unet") / "model.safetensors")
+
+
 @pytest.fixture
 def tiny_G() -> Generator:
     torch.manual_seed(0)

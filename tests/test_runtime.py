@@ -14,21 +14,7 @@ from partseg.dataset import read_image, read_mask, write_image
 from partseg.faces import render_face
 from partseg.labels import FACES
 from partseg.runtime import ModelInfo, Segmenter, TorchBackend, compare, read_onnx_info
-from partseg.unet import UNet, UNetConfig, fold_batchnorm, save_unet
-
-
-@pytest.fixture(scope="module")
-def unet_file(tmp_path_factory):
-    """A small UNet with non-trivial BatchNorm statistics (so folding them is exercised)."""
-    torch.manual_seed(0)
-    model = UNet(UNetConfig(num_classes=len(FACES), channels=[8, 16, 32, 64]))
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(4, 3, 64, 64) * 0.7 + 0.1)
-    path = tmp_path_factory.mktemp("unet") / "model.safetensors"
-    save_unet(model.eval(), path, FACES, extra={"train_resolution": "64"})
-    return path
+from partseg.unet import fold_batchnorm
 
 
 @pytest.fixture(scope="module")

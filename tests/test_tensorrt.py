@@ -28,7 +28,6 @@ from partseg.tensorrt_runtime import (
     sidecar_path,
     write_engine_info,
 )
-from partseg.unet import UNet, UNetConfig, save_unet
 
 try:
     import tensorrt  # noqa: F401
@@ -41,17 +40,9 @@ INSTALL = "pip install 'partseg[tensorrt]'"
 
 
 @pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory):
-    """A small exported UNet (channels [8, 16, 32, 64], stride 8, trained size 64) with non-trivial BatchNorm."""
-    torch.manual_seed(0)
-    model = UNet(UNetConfig(num_classes=len(FACES), channels=[8, 16, 32, 64]))
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(4, 3, 64, 64) * 0.7 + 0.1)
-    d = tmp_path_factory.mktemp("trt")
-    save_unet(model.eval(), d / "unet.safetensors", FACES, extra={"train_resolution": "64"})
-    return export_onnx(d / "unet.safetensors", d / "model.onnx").path
+def onnx_file(unet_file, tmp_path_factory):
+    """The small UNet of conftest.unet_file, exported."""
+    return export_onnx(unet_file, tmp_path_factory.mktemp("trt") / "model.onnx").path
 
 
 # ---------------------------------------------------------------------------------------------------- shapes
