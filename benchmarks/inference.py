@@ -120,8 +120,9 @@ def main() -> None:
         segs = backends(unet_path, onnx_path, gpu, args.compile, args.threads)
         rng = np.random.default_rng(0)
         rows = []
+        gflops_at = {size: flops_per_image(fold_batchnorm(model), size) / 1e9 for size in args.sizes}
         for size in args.sizes:
-            gflops = flops_per_image(fold_batchnorm(model), size) / 1e9
+            gflops = gflops_at[size]
             for batch in args.batches:
                 images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(batch)]
                 for seg in segs.values():  # warm-up (and cuDNN / ORT algorithm selection)
@@ -144,8 +145,7 @@ def main() -> None:
              "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     table += [f"| {s} | {b} | {n} | {r} | {ms:.2f} | {ips:.1f} | {gf:.1f} | {x:.2f} |"
               for s, b, n, r, ms, ips, gf, x in rows]
-    flop_line = ", ".join(f"{s} px: {flops_per_image(fold_batchnorm(model), s) / 1e9:.2f} GFLOP"
-                          for s in args.sizes)
+    flop_line = ", ".join(f"{s} px: {g:.2f} GFLOP" for s, g in gflops_at.items())
     ort_rows = [r for r in rows if r[2].startswith("onnxruntime")]
     ips_of = {(r[0], r[1], r[2]): r[5] for r in rows}
     plain, cl = ("torch-cuda", "torch-cuda-float16-channels_last") if gpu else ("torch-cpu", "torch-cpu-channels_last")

@@ -55,7 +55,8 @@ def gan_train(
 
     Multi-GPU: `torchrun --nproc_per_node N -m partseg.cli gan train ...` (gradients averaged across processes).
     """
-    from .gan.train import TrainConfig, init_distributed_from_env, train
+    from .distributed import init_distributed_from_env
+    from .gan.train import TrainConfig, train
 
     cfg = TrainConfig(data=str(data), resolution=resolution, kimg=kimg, batch=batch, lr=lr, r1_gamma=r1_gamma,
                       pl_weight=pl_weight, mixing=mixing, channel_base=channel_base, channel_max=channel_max,
@@ -360,9 +361,9 @@ def distill(
 
     from .distill import DistillConfig
     from .distill import distill as run_distill
+    from .distributed import init_distributed_from_env
     from .fewshot import FewShotHead
     from .gan import load_generator
-    from .gan.train import init_distributed_from_env
 
     init_distributed_from_env()
     if device in (None, "cuda") and torch.cuda.is_available():

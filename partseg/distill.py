@@ -35,9 +35,9 @@ import torch.distributed as dist
 from .atomic import atomic_write_text
 from .augment import AugmentConfig, augment_pair
 from .dataset import IMAGES, MASKS, read_image, read_mask, write_image, write_mask
+from .distributed import Dist
 from .fewshot import FewShotHead
 from .gan.stylegan2 import Generator
-from .gan.train import _Dist
 from .labels import IGNORE, LABELS_FILE
 from .seg_train import SegTrainConfig, fit_segmenter
 from .unet import UNet, UNetConfig
@@ -199,7 +199,7 @@ def distill(G: Generator, head: FewShotHead, cfg: DistillConfig, out: str | os.P
     this with the same arguments; see the module docstring for the global batch and the cache.
     """
     head.check_generator(G)
-    dd = _Dist()
+    dd = Dist()
     device = G.mean_w.device
     head.ensemble.to(device)
     torch.manual_seed(cfg.seed)

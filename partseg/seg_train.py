@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .atomic import atomic_torch_save, atomic_write_text
-from .gan.train import _Dist
+from .distributed import Dist
 from .labels import Labels
 from .unet import UNet, save_unet
 
@@ -77,7 +77,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
     Under torch.distributed, call it on every process with that process's stream (see the module docstring).
     """
     run = Path(run)
-    dd = _Dist()
+    dd = Dist()
     is_main = dd.rank == 0
     device = torch.device(device)
     use_amp = cfg.amp and device.type == "cuda"
@@ -168,7 +168,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
                           extra={"step": str(step), "val": str(score), **(extra_meta or {})})
         if step % cfg.ckpt_every == 0 or step == end:
             if dd.world > 1:  # never write a checkpoint of replicas that drifted apart
-                div = _max_divergence(dd, model)
+                div = dd.max_divergence(model)
                 log_lines.append(json.dumps({"step": step, "event": "ddp_sync", "world": dd.world,
                                              "max_param_diff": div}))
                 if div > 0:
@@ -182,7 +182,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
             "stopped_early": step < cfg.steps, "best": best if validate is not None and is_main else None}
 
 
-def _mean_loss_and_sync_stats(dd: _Dist, loss: torch.Tensor, model: torch.nn.Module) -> float:
+def _mean_loss_and_sync_stats(dd: Dist, loss: torch.Tensor, model: torch.nn.Module) -> float:
     """The loss averaged over processes; also averages BatchNorm running statistics, in the same all-reduce."""
     if dd.world == 1:
         return loss.item()
@@ -192,14 +192,6 @@ def _mean_loss_and_sync_stats(dd: _Dist, loss: torch.Tensor, model: torch.nn.Mod
         for b, v in zip(bufs, flat[1:].split([b.numel() for b in bufs]), strict=True):
             b.copy_(v.view_as(b))
     return float(flat[0])
-
-
-def _max_divergence(dd: _Dist, model: torch.nn.Module) -> float:
-    """Largest difference from rank 0 over all parameters and buffers (the GAN trainer's check covers
-    parameters only; BatchNorm statistics matter here)."""
-    state = torch.nn.ParameterList([torch.nn.Parameter(t.detach().float(), requires_grad=False)
-                                    for t in model.state_dict().values()])
-    return dd.max_divergence(state)
 
 
 def _check_same_step(step: int, run: Path, rank: int, device: torch.device) -> None:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..atomic import atomic_torch_save, atomic_write_text
+from ..distributed import Dist
 from .checkpoints import TRAIN_FORMAT, save_generator
 from .data import ImageFolder, infinite_batches
 from .sampling import image_grid, save_png
@@ -118,50 +119,6 @@ def _config_mismatch(old: dict, new: TrainConfig) -> list[str]:
             if k not in TrainConfig.RESUMABLE_CHANGES and old.get(k) != v]
 
 
-class _Dist:
-    """Rank, world size and gradient averaging; a no-op outside torch.distributed."""
-
-    def __init__(self) -> None:
-        self.on = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.on else 0
-        self.world = dist.get_world_size() if self.on else 1
-
-    def average_grads(self, params: list[torch.nn.Parameter]) -> None:
-        """Average grads across processes in one flat all-reduce; also zero NaN/Inf as stylegan2-ada does."""
-        params = [p for p in params if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.flatten() for g in grads])
-        if self.on and self.world > 1:
-            dist.all_reduce(flat)
-            flat /= self.world
-        flat = torch.nan_to_num(flat, nan=0.0, posinf=1e5, neginf=-1e5)
-        for p, g in zip(params, flat.split([p.numel() for p in params]), strict=True):
-            p.grad = g.view_as(p)
-
-    def mean(self, x: torch.Tensor) -> torch.Tensor:
-        if self.on and self.world > 1:
-            x = x.clone()
-            dist.all_reduce(x)
-            x /= self.world
-        return x
-
-    def max_divergence(self, module: torch.nn.Module) -> float:
-        """Largest difference between this process's parameters and rank 0's (0.0 when in sync)."""
-        if not (self.on and self.world > 1):
-            return 0.0
-        flat = torch.cat([p.detach().flatten() for p in module.parameters()])
-        ref = flat.clone()
-        dist.broadcast(ref, src=0)
-        diff = (flat - ref).abs().max()
-        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
-        return float(diff)
-
-    def broadcast_(self, module: torch.nn.Module) -> None:
-        if self.on and self.world > 1:
-            for t in list(module.parameters()) + list(module.buffers()):
-                dist.broadcast(t.data, src=0)
-
-
 class _Stop:
     """SIGINT/SIGTERM ask the loop to finish its step, write a checkpoint and return."""
 
@@ -219,7 +176,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
     stop_at_step: stop early (writing a checkpoint) after that many steps, as an interrupt would.
     """
     run = Path(run)
-    dd = _Dist()
+    dd = Dist()
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -433,14 +390,3 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
         dist.barrier()
     return {"run": str(run), "rank": dd.rank, "step": step, "total_steps": cfg.total_steps, "resumed": resumed,
             "start_step": start_step, "stopped_early": stopped_early or step < cfg.total_steps}
-
-
-def init_distributed_from_env() -> bool:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); gloo on CPU, NCCL on GPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
-        return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend=backend)
-    return True
