@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .faces import render_face
+from .atomic import atomic_path
+from .faces import render_batch, render_face
 from .labels import FACES
 from .metrics import ScoreAccumulator, SegScores
 from .seg_train import SegTrainConfig, fit_segmenter
@@ -23,6 +25,7 @@ from .unet import UNet, UNetConfig, load_unet
 
 ORACLE_TRAIN_SEED0 = 2_000_000  # oracle training faces: seeds 2_000_000 .. +n_train
 ORACLE_EVAL_SEED0 = 9_000_000  # held-out faces for scoring: seeds 9_000_000 .. +n_eval
+ORACLE_VAL_SEED0 = 8_000_000  # faces for choosing among checkpoints during training (never scored on)
 DEFAULT_ORACLE = Path(__file__).resolve().parents[1] / "benchmarks" / "weights" / "oracle_faces64.safetensors"
 
 
@@ -71,13 +74,96 @@ def oracle_batches(n_train: int, size: int, batch: int, seed: int = 0, workers: 
     return make
 
 
+def render_cached(path: str | os.PathLike, n: int, size: int = 64, seed0: int = ORACLE_TRAIN_SEED0,
+                  workers: int = 2, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Renders of seeds seed0 .. seed0+n-1 (images [n, s, s, 3], masks [n, s, s], uint8), kept in an .npz.
+
+    Rendering costs more than a training step of the oracle, so long runs render every face once; the file is
+    written atomically and re-read by a resumed run. A file made for other seeds or sizes is an error.
+    """
+    path = Path(path)
+    if path.exists():
+        with np.load(path) as z:
+            images, masks, meta = z["images"], z["masks"], z["meta"]
+        if [int(v) for v in meta] != [n, size, seed0]:
+            raise ValueError(f"{path} holds renders for (n, size, seed0) = {[int(v) for v in meta]}, not "
+                             f"{[n, size, seed0]}; delete it or choose another file")
+        return images, masks
+    chunks = [range(seed0 + i, seed0 + min(i + 250, n)) for i in range(0, n, 250)]
+    parts = []
+    with tqdm(total=n, desc="render", disable=not progress) as bar:
+        if workers > 1:
+            with get_context().Pool(workers) as pool:
+                for out in pool.imap(_render_chunk, [(list(c), size) for c in chunks]):
+                    parts.append(out)
+                    bar.update(len(out[0]))
+        else:
+            for c in chunks:
+                parts.append(_render_chunk((list(c), size)))
+                bar.update(len(c))
+    images = np.concatenate([a for a, _ in parts])
+    masks = np.concatenate([b for _, b in parts])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=images, masks=masks, meta=np.array([n, size, seed0]))
+    return images, masks
+
+
+def _render_chunk(args: tuple[list[int], int]) -> tuple[np.ndarray, np.ndarray]:
+    seeds, size = args
+    return render_batch(seeds, size)
+
+
+def cached_batches(images: np.ndarray, masks: np.ndarray, batch: int, seed: int = 0, flip: bool = True):
+    """start step -> iterator of (images, masks) drawn from arrays in memory.
+
+    Step s draws its batch from a generator seeded by (seed, s), so a resumed run sees the batches an
+    uninterrupted one would. flip: mirror half of the images left-right; the face classes have no left/right
+    (both eyes are `eye`), so a mirrored face with its mirrored mask is another valid face.
+    """
+
+    def make(start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        step = start
+        while True:
+            rng = np.random.default_rng([seed, step])
+            idx = rng.integers(0, len(images), batch)
+            x, y = images[idx], masks[idx]
+            if flip:
+                m = rng.random(batch) < 0.5
+                x[m], y[m] = x[m, :, ::-1], y[m, :, ::-1]
+            yield to_input(x), torch.from_numpy(np.ascontiguousarray(y)).long()
+            step += 1
+
+    return make
+
+
 def train_oracle(run: str | os.PathLike, n_train: int = 10_000, size: int = 64, batch: int = 32,
                  channels: list[int] | None = None, cfg: SegTrainConfig | None = None, workers: int = 2,
-                 progress: bool = True, stop_at_step: int | None = None) -> tuple[UNet, dict]:
+                 progress: bool = True, stop_at_step: int | None = None, cache: str | os.PathLike | None = None,
+                 init: str | os.PathLike | None = None, validate=None, val_every: int = 0) -> tuple[UNet, dict]:
+    """Train (or resume) the oracle in `run`.
+
+    cache: render the n_train faces once into this .npz and draw flip-augmented batches from memory; without
+    it every batch is rendered afresh (no augmentation), in `workers` processes.
+    init: weights to start from (a UNet .safetensors of the same channels) when `run` holds no checkpoint yet:
+    fine-tuning a shipped oracle with a new schedule or loss instead of starting over.
+    validate, val_every: passed to `fit_segmenter` (the best-scoring step is kept as run/best.safetensors).
+    """
     model = UNet(UNetConfig(num_classes=len(FACES), channels=channels or [32, 64, 128, 256]))
     cfg = cfg or SegTrainConfig()
-    res = fit_segmenter(model, oracle_batches(n_train, size, batch, cfg.seed, workers), cfg, run, labels=FACES,
-                        progress=progress, stop_at_step=stop_at_step, desc="oracle")
+    if init is not None and not (Path(run) / "checkpoint.pt").exists():
+        start, _ = load_unet(init)
+        if start.cfg.to_dict() != model.cfg.to_dict():
+            raise ValueError(f"{init}: a UNet with config {start.cfg.to_dict()}, but this oracle is "
+                             f"{model.cfg.to_dict()}; pass matching --channels")
+        model.load_state_dict(start.state_dict())
+    if cache is not None:
+        images, masks = render_cached(cache, n_train, size, workers=workers, progress=progress)
+        batches = cached_batches(images, masks, batch, cfg.seed)
+    else:
+        batches = oracle_batches(n_train, size, batch, cfg.seed, workers)
+    res = fit_segmenter(model, batches, cfg, run, labels=FACES, progress=progress, stop_at_step=stop_at_step,
+                        desc="oracle", validate=validate, val_every=val_every)
     return model, res
 
 

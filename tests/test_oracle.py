@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 import torch
 
+from partseg.faces import render_batch
 from partseg.labels import FACES
-from partseg.oracle import evaluate_on_renders, load_oracle, oracle_batches, train_oracle
+from partseg.oracle import (
+    cached_batches,
+    evaluate_on_renders,
+    load_oracle,
+    oracle_batches,
+    render_cached,
+    to_input,
+    train_oracle,
+)
 from partseg.seg_train import SegTrainConfig
 
 
@@ -36,3 +47,49 @@ def test_tiny_oracle_trains_and_reloads(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(again(x), model.eval()(x))
     assert again.num_classes == len(FACES)
+
+
+def test_render_cache_and_flipped_batches(tmp_path):
+    path = tmp_path / "cache.npz"
+    images, masks = render_cached(path, n=6, size=32, seed0=123, workers=1, progress=False)
+    ref_i, ref_m = render_batch(range(123, 129), 32)
+    assert np.array_equal(images, ref_i) and np.array_equal(masks, ref_m)
+    again = render_cached(path, n=6, size=32, seed0=123, progress=False)  # re-read, not re-rendered
+    assert np.array_equal(again[0], images)
+    with pytest.raises(ValueError, match="cache.npz.*delete it"):
+        render_cached(path, n=7, size=32, seed0=123, progress=False)
+
+    make = cached_batches(images, masks, batch=16, seed=1)
+    it = make(0)
+    next(it)
+    x1, y1 = next(it)
+    x2, y2 = next(make(1))
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)  # a resumed run sees the same batch at the same step
+    flipped = 0
+    for x, y in zip(x1, y1, strict=True):  # every item is a stored face, as is or mirrored with its mask
+        for i in range(6):
+            plain = torch.equal(x, to_input(images[i:i + 1])[0]) and torch.equal(y, torch.from_numpy(masks[i]).long())
+            mirror = (torch.equal(x, to_input(images[i:i + 1, :, ::-1].copy())[0])
+                      and torch.equal(y, torch.from_numpy(masks[i, :, ::-1].copy()).long()))
+            if plain or mirror:
+                flipped += mirror and not plain
+                break
+        else:
+            raise AssertionError("a batch item is neither a stored face nor its mirror image")
+    assert 0 < flipped < 16
+    assert images.flags.writeable and np.array_equal(images, ref_i)  # drawing batches never edits the cache
+
+
+def test_fine_tune_from_weights(tmp_path):
+    cfg = SegTrainConfig(steps=2, warmup=1, ckpt_every=2, log_every=1)
+    first, _ = train_oracle(tmp_path / "a", n_train=8, size=32, batch=2, channels=[8, 16], cfg=cfg, workers=0,
+                            progress=False)
+    zero = SegTrainConfig(steps=1, lr=0.0, warmup=1, ckpt_every=1, log_every=1)
+    tuned, _ = train_oracle(tmp_path / "b", n_train=8, size=32, batch=2, channels=[8, 16], cfg=zero, workers=0,
+                            progress=False, init=tmp_path / "a" / "model.safetensors")
+    start = dict(first.named_parameters())
+    for name, p in tuned.named_parameters():  # lr 0: the start weights are kept (BatchNorm statistics move)
+        assert torch.equal(p, start[name]), name
+    with pytest.raises(ValueError, match="pass matching --channels"):
+        train_oracle(tmp_path / "c", n_train=8, size=32, batch=2, channels=[8, 32], cfg=zero, workers=0,
+                     progress=False, init=tmp_path / "a" / "model.safetensors")

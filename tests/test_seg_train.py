@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from partseg.labels import FACES
-from partseg.seg_train import SegTrainConfig, fit_segmenter, segmentation_loss
+from partseg.seg_train import SegTrainConfig, fit_segmenter, segmentation_loss, soft_dice_loss
 from partseg.unet import UNet, load_unet, save_unet
 
 
@@ -71,6 +71,25 @@ def test_soft_targets_and_ignore_index():
     ignored[0, 0, 0] = hard[0, 0, 0]
     manual = -logits[0, :, 0, 0].log_softmax(0)[hard[0, 0, 0]]
     assert segmentation_loss(logits, ignored) == pytest.approx(manual.item(), rel=1e-5)
+
+
+def test_soft_dice_term():
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:4, 2:4] = 1  # a small class: 4 of 64 pixels
+    perfect = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 40
+    assert soft_dice_loss(perfect, target) < 1e-3
+    missed = perfect.clone()
+    missed[:, :, 2:4, 2:4] = perfect[:, :, 0:2, 0:2]  # the small class predicted as background
+    # CE counts the miss per pixel (small), Dice per class: missing a whole class costs half the mean
+    assert soft_dice_loss(missed, target) > 0.45
+    target[0, 0, 0] = 255  # ignored pixels do not count
+    assert soft_dice_loss(perfect, target) < 1e-3
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    total = segmentation_loss(logits, target, dice_weight=0.5)
+    assert total.item() == pytest.approx(segmentation_loss(logits, target).item()
+                                         + 0.5 * soft_dice_loss(logits, target).item(), rel=1e-5)
+    total.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
 def test_unet_file_round_trip_and_errors(tmp_path):
