@@ -15,6 +15,7 @@ held-out renders (seeds 9,000,000+, never trained or validated on) is written to
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -27,11 +28,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg.faces import render_batch  # noqa: E402
+from partseg.faces import render_batch, render_params, sample_params  # noqa: E402
 from partseg.labels import FACES  # noqa: E402
 from partseg.metrics import ScoreAccumulator  # noqa: E402
 from partseg.oracle import (  # noqa: E402
     DEFAULT_ORACLE,
+    ORACLE_EVAL_SEED0,
     ORACLE_VAL_SEED0,
     evaluate_on_renders,
     predict_labels,
@@ -42,6 +44,26 @@ from partseg.seg_train import SegTrainConfig  # noqa: E402
 from partseg.unet import UNet, load_unet  # noqa: E402
 
 CHANNELS = [24, 48, 96, 192]
+
+
+def label_definition_agreement(n: int) -> ScoreAccumulator:
+    """How much the 64 px masks depend on how they are defined: the held-out faces' masks (majority of 2 x 2
+    samples per pixel, as shipped) scored against the same geometry sampled 8 x 8 per pixel.
+
+    Parts a few pixels wide are decided by sub-pixel geometry; this says how far two reasonable definitions of
+    "the" mask disagree, which is the scale of what the oracle must infer from blurred, noisy pixels.
+    """
+    acc = ScoreAccumulator(len(FACES))
+    for seed in range(ORACLE_EVAL_SEED0, ORACLE_EVAL_SEED0 + n):
+        p = sample_params(seed)
+        coarse, fine = render_params(p, 64, 2)[1], render_params(p, 64, 8)[1]
+        acc.add(torch.from_numpy(coarse[None]).long(), torch.from_numpy(fine[None]).long())
+    return acc
+
+
+def validation_curve(run: Path) -> list[tuple[int, float]]:
+    lines = (run / "log.jsonl").read_text().splitlines() if (run / "log.jsonl").exists() else []
+    return [(r["step"], r["val"]) for r in map(json.loads, lines) if "val" in r]
 
 
 def main() -> None:
@@ -96,6 +118,13 @@ def main() -> None:
     shutil.copyfile(weights, DEFAULT_ORACLE)
     cmd = "python3 benchmarks/oracle.py" + (" --stage2" if args.stage2 else "") + (
         f" --steps {args.steps}" if args.steps else "")
+    ref = label_definition_agreement(args.n_eval).scores()
+    share = scores.confusion.sum(1).float() / scores.confusion.sum()
+    rows = [f"| {n} | {a:.3f} | {b:.3f} | {c:.1%} |" for n, a, b, c in
+            zip(FACES.names, scores.iou.tolist(), ref.iou.tolist(), share.tolist(), strict=True)]
+    curve = validation_curve(run)
+    curve_text = ("Validation mIoU (200 renders, seeds 8,000,000+) during stage 2: "
+                  + ", ".join(f"{v:.3f} at step {st}" for st, v in curve) + ".") if curve else ""
     text = "\n".join([
         "## Label oracle (issue #3)",
         "",
@@ -108,11 +137,20 @@ def main() -> None:
         f"steps {res['start_step']}..{res['step']})",
         f"- Date (UTC): {utc_now()}",
         "",
-        scores.table(list(FACES.names)),
+        "| class | oracle IoU | 2x2- vs 8x8-sampled masks | pixels |",
+        "| --- | ---: | ---: | ---: |",
+        *rows,
+        f"| **mean** | **{scores.miou:.3f}** | {ref.miou:.3f} | |",
         "",
         f"Pixel accuracy {scores.pixel_accuracy:.4f}. Target (issue #3): mIoU >= 0.95, "
         f"{'met' if scores.miou >= 0.95 else 'not met'}. The small parts (eye, eyebrow, ear, mouth: 0.3-0.5% of "
-        f"the pixels each, a few pixels wide at 64 px) carry the mean; their errors sit on part boundaries.",
+        f"the pixels each, a few pixels wide at 64 px) carry the mean; their errors sit on part boundaries. "
+        f"The third column scores the shipped masks (majority of 2 x 2 samples per pixel) against masks of the "
+        f"same faces sampled 8 x 8 per pixel: at 64 px two reasonable definitions of a thin part's mask already "
+        f"differ by that much, so what is left for the oracle to get right is sub-pixel geometry seen through "
+        f"blur and noise.",
+        "",
+        curve_text,
     ])
     write_section("oracle", text)
     print(f"weights -> {DEFAULT_ORACLE}; results -> BENCHMARKS.md")

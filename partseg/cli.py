@@ -62,7 +62,7 @@ def gan_train(
                       pl_weight=pl_weight, mixing=mixing, channel_base=channel_base, channel_max=channel_max,
                       z_dim=z_dim, w_dim=w_dim, n_mlp=n_mlp, mirror=mirror, ckpt_kimg=ckpt_kimg, workers=workers,
                       seed=seed)
-    init_distributed_from_env()
+    init_distributed_from_env(device)
     res = train(cfg, out, device=device)
     if res["rank"] != 0:
         return
@@ -365,7 +365,7 @@ def distill(
     from .fewshot import FewShotHead
     from .gan import load_generator
 
-    init_distributed_from_env()
+    init_distributed_from_env(device)
     if device in (None, "cuda") and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     G = load_generator(gan, device=device or "cpu")

@@ -55,11 +55,16 @@ class Dist:
                 dist.broadcast(t.data, src=0)
 
 
-def init_distributed_from_env() -> bool:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); gloo on CPU, NCCL on GPU."""
+def init_distributed_from_env(device: str | torch.device | None = None) -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL when training on CUDA, else gloo.
+
+    device: what the caller will train on (None: CUDA if present). `--device cpu` on a GPU machine must get
+    gloo, since NCCL cannot reduce CPU tensors.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
         return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    on_cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    backend = "nccl" if on_cuda else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend=backend)
