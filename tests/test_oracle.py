@@ -43,10 +43,13 @@ def test_tiny_oracle_trains_and_reloads(tmp_path):
     assert scores.confusion.sum() == 8 * 32 * 32
     losses = [json.loads(ln)["loss"] for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]  # it learns
-    again = load_oracle(tmp_path / "model.safetensors")
+    again = load_oracle(tmp_path / "model.safetensors", flip=False)
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(again(x), model.eval()(x))
     assert again.num_classes == len(FACES)
+    averaged = load_oracle(tmp_path / "model.safetensors")  # the benchmarks' oracle: mirror-averaged logits
+    assert torch.allclose(averaged(x), (model(x) + model(x.flip(-1)).flip(-1)) / 2, atol=1e-6)
+    assert torch.allclose(averaged(x.flip(-1)), averaged(x).flip(-1), atol=1e-5)  # left-right symmetric
 
 
 def test_render_cache_and_flipped_batches(tmp_path):
