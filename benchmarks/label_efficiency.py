@@ -11,9 +11,9 @@ generated images (with and without confidence filtering), scored directly on the
 against inversion's. Inversion sweep: reconstruction PSNR, mIoU (10-shot CNN head) and time per image against the
 number of inversion steps, on the first 50 test images. Every finished entry is cached, so an interrupted run
 resumes where it stopped: supervised entries in runs/label_efficiency/results.json, everything that depends on the
-shipped generator and label oracle under runs/label_efficiency/fewshot-<hash of both files>/, so re-shipping either
-starts that side afresh. Writes the `label_efficiency` section of BENCHMARKS.md and the plot
-docs/label_efficiency.png.
+shipped generator and label oracle under runs/label_efficiency/fewshot-<hash of both files>/ (inversions under
+inversions-<hash of the generator>/), so re-shipping either starts that side afresh. Writes the
+`label_efficiency` section of BENCHMARKS.md and the plot docs/label_efficiency.png.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg.atomic import atomic_write_text  # noqa: E402
+from partseg.atomic import atomic_torch_save, atomic_write_text  # noqa: E402
 from partseg.augment import AugmentConfig, augment_pair  # noqa: E402
 from partseg.distill import DistillConfig, distill  # noqa: E402
 from partseg.faces import render_face  # noqa: E402
@@ -54,15 +54,17 @@ from partseg.unet import UNet, UNetConfig  # noqa: E402
 WORK = ROOT / "runs" / "label_efficiency"
 
 
-def _fewshot_dir() -> Path:
-    """Where the GAN side caches: inversions, heads and auto-shot runs are only valid for these exact weights."""
+def _digest(*files: Path) -> str:
     h = hashlib.sha256()
-    for f in (builtin_path("faces64"), DEFAULT_ORACLE):
+    for f in files:
         h.update(f.read_bytes())
-    return WORK / f"fewshot-{h.hexdigest()[:12]}"
+    return h.hexdigest()[:12]
 
 
-FEWSHOT = _fewshot_dir()
+# Where the GAN side caches: results, heads and auto-shot runs are valid only for these exact generator and oracle
+# weights; inversions of the test images depend on the generator alone.
+FEWSHOT = WORK / f"fewshot-{_digest(builtin_path('faces64'), DEFAULT_ORACLE)}"
+INVERSIONS = WORK / f"inversions-{_digest(builtin_path('faces64'))}"
 SUPERVISED_SEED0 = 3_000_000  # supervised training faces (disjoint from the oracle's and the GAN's)
 SHOT_SEED0 = 500_000  # generated samples used as shots: seed SHOT_SEED0 + 1000 * run + i
 
@@ -76,11 +78,12 @@ def cached_inversions(G, images: torch.Tensor, steps: int, batch: int = 25) -> d
     """Invert the test images once; batches are cached on disk so an interrupted run resumes."""
     out = {"ws": [], "noise": []}
     for i in range(0, len(images), batch):
-        path = FEWSHOT / f"inversion_{steps}_{i:05d}.pt"
+        path = INVERSIONS / f"inversion_{steps}_{i:05d}.pt"
         if not path.exists():
             t = time.time()
             inv = invert(G, images[i:i + batch], InversionConfig(steps=steps))
-            torch.save({"ws": inv.ws, "noise": inv.noise, "psnr": inv.psnr, "seconds": time.time() - t}, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save({"ws": inv.ws, "noise": inv.noise, "psnr": inv.psnr, "seconds": time.time() - t}, path)
             print(f"  inverted test images {i}..{i + len(inv.ws) - 1}: PSNR {inv.psnr.mean():.1f} dB, "
                   f"{time.time() - t:.0f} s")
         rec = torch.load(path, weights_only=True)
@@ -252,7 +255,7 @@ def run_fewshot_side(args, shots_k: list[int], test: tuple, record, results: dic
         record(f"autoshot/conf{conf}/{max(shots_k)}/0",
                lambda conf=conf: run_autoshot(G, head10, args.distill_steps, conf, test))
     inv_seconds = sum(torch.load(p, weights_only=True)["seconds"]
-                      for p in sorted(FEWSHOT.glob(f"inversion_{args.inversion_steps}_*.pt"))) / args.n_test
+                      for p in sorted(INVERSIONS.glob(f"inversion_{args.inversion_steps}_*.pt"))) / args.n_test
     record("inversion_seconds_per_image", lambda: {"seconds_per_image": inv_seconds})
     for steps in args.sweep:
         record(f"sweep/{steps}", lambda steps=steps: inversion_sweep(G, head10, test, steps))
