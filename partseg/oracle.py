@@ -8,7 +8,7 @@ and masks, from seeds disjoint from everything else (GAN training data, colour f
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -140,7 +140,8 @@ def cached_batches(images: np.ndarray, masks: np.ndarray, batch: int, seed: int 
 def train_oracle(run: str | os.PathLike, n_train: int = 10_000, size: int = 64, batch: int = 32,
                  channels: list[int] | None = None, cfg: SegTrainConfig | None = None, workers: int = 2,
                  progress: bool = True, stop_at_step: int | None = None, cache: str | os.PathLike | None = None,
-                 init: str | os.PathLike | None = None, validate=None, val_every: int = 0) -> tuple[UNet, dict]:
+                 init: str | os.PathLike | None = None, validate: Callable[[UNet], float] | None = None,
+                 val_every: int = 0) -> tuple[UNet, dict]:
     """Train (or resume) the oracle in `run`.
 
     cache: render the n_train faces once into this .npz and draw flip-augmented batches from memory; without
