@@ -95,7 +95,7 @@ def main() -> None:
         steps, n_train, run = args.steps or 4000, 10_000, stage1_run
         cfg = SegTrainConfig(steps=steps, lr=2e-3, warmup=100, ckpt_every=200, log_every=50)
         model, _ = train_oracle(run, n_train=n_train, batch=args.batch, channels=CHANNELS, cfg=cfg,
-                                  workers=args.workers)
+                                workers=args.workers)
         weights = run / "model.safetensors"
         recipe = (f"{steps} steps of {args.batch} on {n_train} faces rendered afresh for every batch, "
                   f"cross-entropy, AdamW, cosine schedule")
@@ -113,8 +113,8 @@ def main() -> None:
 
         cfg = SegTrainConfig(steps=steps, lr=1e-3, warmup=200, ckpt_every=250, log_every=50, dice_weight=0.5)
         model, _ = train_oracle(run, n_train=n_train, batch=args.batch, channels=CHANNELS, cfg=cfg,
-                                  workers=args.workers, cache=ROOT / "runs" / "oracle64-cache.npz",
-                                  init=stage1_run / "model.safetensors", validate=validate, val_every=500)
+                                workers=args.workers, cache=ROOT / "runs" / "oracle64-cache.npz",
+                                init=stage1_run / "model.safetensors", validate=validate, val_every=500)
         weights = run / "best.safetensors"
         model, _ = load_unet(weights)
         recipe = (f"stage 1 (4000 steps of 32 on 10k faces, cross-entropy), then stage 2: {steps} steps of "
