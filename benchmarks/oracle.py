@@ -4,10 +4,12 @@ The shipped oracle is trained in two stages (each resumes if interrupted: re-run
 
     OMP_NUM_THREADS=1 python3 benchmarks/oracle.py --workers 1                      # stage 1: runs/oracle64
     python3 benchmarks/oracle.py --stage2                                           # stage 2: runs/oracle64-ft
+    python3 benchmarks/oracle.py --stage3                                           # stage 3: runs/oracle64-ft2
 
 Stage 1: 4000 steps on 10k faces rendered afresh for every batch, cross-entropy. Stage 2 starts from stage 1's
 weights: 20k faces rendered once (runs/oracle64-cache.npz), left-right flips, cross-entropy + 0.5 soft Dice,
 a new cosine schedule; the checkpoint that scores best on 200 validation renders (seeds 8,000,000+) is kept.
+Stage 3 (optional) goes on from stage 2's best weights (or --init) on 40k faces at a third of the learning rate.
 At the end the weights are copied to benchmarks/weights/oracle_faces64.safetensors and per-class IoU on 1000
 held-out renders (seeds 9,000,000+, never trained or validated on) is written to BENCHMARKS.md.
 """
@@ -46,9 +48,9 @@ from partseg.unet import UNet, load_unet  # noqa: E402
 CHANNELS = [24, 48, 96, 192]
 
 
-def label_definition_agreement(n: int) -> ScoreAccumulator:
-    """How much the 64 px masks depend on how they are defined: the held-out faces' masks (majority of 2 x 2
-    samples per pixel, as shipped) scored against the same geometry sampled 8 x 8 per pixel.
+def label_definition_agreement(n: int, size: int = 64) -> ScoreAccumulator:
+    """How much the masks depend on how they are defined: the held-out faces' masks (majority of 2 x 2
+    samples per pixel, as shipped) scored against the same geometry sampled 8 x 8 per pixel, at `size` px.
 
     Parts a few pixels wide are decided by sub-pixel geometry; this says how far two reasonable definitions of
     "the" mask disagree, which is the scale of what the oracle must infer from blurred, noisy pixels.
@@ -56,7 +58,7 @@ def label_definition_agreement(n: int) -> ScoreAccumulator:
     acc = ScoreAccumulator(len(FACES))
     for seed in range(ORACLE_EVAL_SEED0, ORACLE_EVAL_SEED0 + n):
         p = sample_params(seed)
-        coarse, fine = render_params(p, 64, 2)[1], render_params(p, 64, 8)[1]
+        coarse, fine = render_params(p, size, 2)[1], render_params(p, size, 8)[1]
         acc.add(torch.from_numpy(coarse[None]).long(), torch.from_numpy(fine[None]).long())
     return acc
 
@@ -83,6 +85,10 @@ def logged_train_minutes(run: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage2", action="store_true", help="fine-tune stage 1's weights (see the module docstring)")
+    ap.add_argument("--stage3", action="store_true", help="fine-tune stage 2's best weights on 40k fresh faces "
+                    "at a lower learning rate (see the module docstring)")
+    ap.add_argument("--init", type=Path, help="stage 2/3: start from these weights instead of the previous "
+                    "stage's run folder (e.g. the shipped oracle)")
     ap.add_argument("--steps", type=int, help="default: 4000 (stage 1), 10000 (stage 2)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--n-eval", type=int, default=1000)
@@ -91,8 +97,11 @@ def main() -> None:
     args = ap.parse_args()
     stage1_run = ROOT / "runs" / "oracle64"
 
-    if not args.stage2:
-        steps, n_train, run = args.steps or 4000, 10_000, stage1_run
+    stage = 3 if args.stage3 else 2 if args.stage2 else 1
+    runs = {1: stage1_run, 2: ROOT / "runs" / "oracle64-ft", 3: ROOT / "runs" / "oracle64-ft2"}
+    run = runs[stage]
+    if stage == 1:
+        steps, n_train = args.steps or 4000, 10_000
         cfg = SegTrainConfig(steps=steps, lr=2e-3, warmup=100, ckpt_every=200, log_every=50)
         model, _ = train_oracle(run, n_train=n_train, batch=args.batch, channels=CHANNELS, cfg=cfg,
                                 workers=args.workers)
@@ -100,9 +109,10 @@ def main() -> None:
         recipe = (f"{steps} steps of {args.batch} on {n_train} faces rendered afresh for every batch, "
                   f"cross-entropy, AdamW, cosine schedule")
     else:
-        steps, n_train, run = args.steps or 10_000, 20_000, ROOT / "runs" / "oracle64-ft"
-        if not (stage1_run / "model.safetensors").exists():
-            raise SystemExit(f"stage 2 starts from {stage1_run}/model.safetensors: run stage 1 first")
+        prev = {2: stage1_run / "model.safetensors", 3: runs[2] / "best.safetensors"}[stage]
+        init = args.init or prev
+        if not init.exists() and not (run / "checkpoint.pt").exists():
+            raise SystemExit(f"stage {stage} starts from {init}: run stage {stage - 1} first (or pass --init)")
         val_imgs, val_masks = render_batch(range(ORACLE_VAL_SEED0, ORACLE_VAL_SEED0 + 200))
         val_x = to_input(val_imgs)
 
@@ -111,16 +121,25 @@ def main() -> None:
             acc.add(predict_labels(m, val_x)[0], torch.from_numpy(val_masks))
             return acc.scores().miou
 
-        cfg = SegTrainConfig(steps=steps, lr=1e-3, warmup=200, ckpt_every=250, log_every=50, dice_weight=0.5)
+        if stage == 2:
+            steps, n_train, lr, cache = args.steps or 10_000, 20_000, 1e-3, "oracle64-cache.npz"
+        else:
+            steps, n_train, lr, cache = args.steps or 8000, 40_000, 3e-4, "oracle64-cache40k.npz"
+        cfg = SegTrainConfig(steps=steps, lr=lr, warmup=200, ckpt_every=250, log_every=50, dice_weight=0.5)
         model, _ = train_oracle(run, n_train=n_train, batch=args.batch, channels=CHANNELS, cfg=cfg,
-                                workers=args.workers, cache=ROOT / "runs" / "oracle64-cache.npz",
-                                init=stage1_run / "model.safetensors", validate=validate, val_every=500)
+                                workers=args.workers, cache=ROOT / "runs" / cache, init=init, validate=validate,
+                                val_every=500)
         weights = run / "best.safetensors"
         model, _ = load_unet(weights)
-        recipe = (f"stage 1 (4000 steps of 32 on 10k faces, cross-entropy), then stage 2: {steps} steps of "
-                  f"{args.batch} on {n_train} faces with left-right flips, cross-entropy + 0.5 soft Dice, AdamW, "
-                  f"cosine schedule, keeping the step that scores best on 200 validation renders "
-                  f"(step {load_unet(weights, with_meta=True)[2].get('step', '?')})")
+        best_step = load_unet(weights, with_meta=True)[2].get("step", "?")
+        s2 = steps if stage == 2 else 10_000
+        recipe = (f"stage 1 (4000 steps of 32 on 10k faces, cross-entropy), then stage 2: {s2} steps of 32 on "
+                  "20000 faces with left-right flips, cross-entropy + 0.5 soft Dice, AdamW, cosine schedule from "
+                  "lr 1e-3, keeping the step that scores best on 200 validation renders")
+        if stage == 3:
+            recipe += (f", then stage 3: {steps} steps of {args.batch} on {n_train} faces, the same loss, from lr "
+                       f"{lr:g}")
+        recipe += f" (best step {best_step} of the last stage)"
     plain = evaluate_on_renders(model, n=args.n_eval, progress=True)
     scores = evaluate_on_renders(FlipAveraged(model), n=args.n_eval, progress=True)  # as load_oracle() runs it
     print(scores.table(list(FACES.names)))
@@ -130,14 +149,14 @@ def main() -> None:
         return
     DEFAULT_ORACLE.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights, DEFAULT_ORACLE)
-    cmd = "python3 benchmarks/oracle.py" + (" --stage2" if args.stage2 else "") + (
+    cmd = "python3 benchmarks/oracle.py" + {1: "", 2: " --stage2", 3: " --stage3"}[stage] + (
         f" --steps {args.steps}" if args.steps else "")
     ref = label_definition_agreement(args.n_eval).scores()
     share = scores.confusion.sum(1).float() / scores.confusion.sum()
     rows = [f"| {n} | {a:.3f} | {b:.3f} | {c:.1%} |" for n, a, b, c in
             zip(FACES.names, scores.iou.tolist(), ref.iou.tolist(), share.tolist(), strict=True)]
     curve = validation_curve(run)
-    curve_text = ("Validation mIoU (200 renders, seeds 8,000,000+) during stage 2: "
+    curve_text = (f"Validation mIoU (200 renders, seeds 8,000,000+) during stage {stage}: "
                   + ", ".join(f"{v:.3f} at step {st}" for st, v in curve) + ".") if curve else ""
     text = "\n".join([
         "## Label oracle (issue #3)",
@@ -150,7 +169,8 @@ def main() -> None:
         "",
         f"- Machine: {machine()}",
         f"- Command: `{cmd}` (training: {logged_train_minutes(run):.0f} min by the logged speed on this machine"
-        + (f" after stage 1's {logged_train_minutes(stage1_run):.0f} min" if args.stage2 else "") + ")",
+        + "".join(f" after stage {i}'s {logged_train_minutes(runs[i]):.0f} min" for i in range(stage - 1, 0, -1))
+        + ")",
         f"- Date (UTC): {utc_now()}",
         "",
         "| class | oracle IoU | 2x2- vs 8x8-sampled masks | pixels |",

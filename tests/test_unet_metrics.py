@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from partseg.metrics import ScoreAccumulator, SegScores, confusion_matrix
+from partseg.metrics import (
+    ScoreAccumulator,
+    SegScores,
+    TolerantScoreAccumulator,
+    boundary_pixels,
+    confusion_matrix,
+)
 from partseg.unet import UNet, UNetConfig
 
 
@@ -54,3 +60,29 @@ def test_metrics_reject_out_of_range_classes():
         confusion_matrix(torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 7, 0]), 4)
     with pytest.raises(ValueError, match="shape"):
         confusion_matrix(torch.zeros(4), torch.zeros(5), 4)
+
+
+
+def test_boundary_pixels_and_one_pixel_tolerance():
+    """A 2-pixel-wide bar: every bar pixel is a boundary pixel; a prediction shifted by one pixel is forgiven
+    by the 1-pixel tolerance, one shifted by three is not, nor a bar left out; at radius 0 it is plain IoU."""
+    t = torch.zeros(1, 8, 8, dtype=torch.long)
+    t[0, 3:5, 1:7] = 1
+    t[0, 0, 0] = 255
+    b = boundary_pixels(t, 2)
+    assert b[0, 3:5, 1:7].all() and not b[0, 7, 7] and b[0, 2, 3] and not b[0, 0, 7]
+    near = torch.zeros_like(t)
+    near[0, 4:6, 1:7] = 1  # shifted down one pixel
+    far = torch.zeros_like(t)
+    far[0, 6:8, 1:7] = 1  # shifted down three
+    missed = torch.zeros_like(t)
+    for pred, forgiven in ((near, True), (far, False), (missed, False)):
+        exact, tol, r0 = ScoreAccumulator(2), TolerantScoreAccumulator(2, 1), TolerantScoreAccumulator(2, 0)
+        for acc in (exact, tol, r0):
+            acc.add(pred, t)
+        assert exact.scores().iou[1] < 1
+        assert (tol.iou[1] == 1) == forgiven
+        assert torch.allclose(r0.iou, exact.scores().iou)
+    assert TolerantScoreAccumulator(2, 1).iou.isnan().all()
+    with pytest.raises(ValueError, match="one shape"):
+        TolerantScoreAccumulator(2).add(near[0], t[0])
