@@ -89,7 +89,7 @@ def main() -> None:
                     "at a lower learning rate (see the module docstring)")
     ap.add_argument("--init", type=Path, help="stage 2/3: start from these weights instead of the previous "
                     "stage's run folder (e.g. the shipped oracle)")
-    ap.add_argument("--steps", type=int, help="default: 4000 (stage 1), 10000 (stage 2)")
+    ap.add_argument("--steps", type=int, help="default: 4000 (stage 1), 10000 (stage 2), 4000 (stage 3)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)
@@ -124,7 +124,7 @@ def main() -> None:
         if stage == 2:
             steps, n_train, lr, cache = args.steps or 10_000, 20_000, 1e-3, "oracle64-cache.npz"
         else:
-            steps, n_train, lr, cache = args.steps or 8000, 40_000, 3e-4, "oracle64-cache40k.npz"
+            steps, n_train, lr, cache = args.steps or 4000, 40_000, 3e-4, "oracle64-cache40k.npz"
         cfg = SegTrainConfig(steps=steps, lr=lr, warmup=200, ckpt_every=250, log_every=50, dice_weight=0.5)
         model, _ = train_oracle(run, n_train=n_train, batch=args.batch, channels=CHANNELS, cfg=cfg,
                                 workers=args.workers, cache=ROOT / "runs" / cache, init=init, validate=validate,
@@ -150,7 +150,8 @@ def main() -> None:
     DEFAULT_ORACLE.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights, DEFAULT_ORACLE)
     cmd = "python3 benchmarks/oracle.py" + {1: "", 2: " --stage2", 3: " --stage3"}[stage] + (
-        f" --steps {args.steps}" if args.steps else "")
+        f" --steps {args.steps}" if args.steps else "") + (
+        f" --init {args.init}" if args.init and stage > 1 else "")
     ref = label_definition_agreement(args.n_eval).scores()
     share = scores.confusion.sum(1).float() / scores.confusion.sum()
     rows = [f"| {n} | {a:.3f} | {b:.3f} | {c:.1%} |" for n, a, b, c in

@@ -52,6 +52,9 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--n-128", type=int, default=200, help="faces for the mask-definition spread at 128 px")
     ap.add_argument("--n-256", type=int, default=50, help="faces for the mask-definition spread at 256 px")
+    ap.add_argument("--also", type=Path, help="other oracle weights (e.g. a further training stage) to score on "
+                    "the same renders, for comparison; the shipped oracle stays as it is")
+    ap.add_argument("--also-what", default="not shipped", help="what --also is, in a few words, for the report")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
     t0 = time.time()
@@ -63,6 +66,17 @@ def main() -> None:
     exact.add(pred, truth)
     tolerant.add(pred, truth)
     s = exact.scores()
+    also = ""
+    if args.also:
+        other, _ = predict_labels(load_oracle(args.also), to_input(images))
+        ex, tol = ScoreAccumulator(k), TolerantScoreAccumulator(k, radius=1)
+        ex.add(other, truth)
+        tol.add(other, truth)
+        also = (f"For comparison, `{args.also.relative_to(ROOT) if args.also.is_absolute() else args.also}` "
+                f"({args.also_what}) scores mIoU {ex.scores().miou:.3f} on the same renders, {tol.miou:.3f} with 1 px "
+                f"tolerance; eye {ex.scores().iou[FACES.index('eye')]:.3f}, eyebrow "
+                f"{ex.scores().iou[FACES.index('eyebrow')]:.3f}.")
+        print(also)
     edge = boundary_pixels(truth, k)
     wrong = pred != truth
     err_on_edge = float((wrong & edge).sum() / wrong.sum().clamp(min=1))
@@ -95,7 +109,8 @@ def main() -> None:
         f"({args.n_128}) and 256 px ({args.n_256}).",
         "",
         f"- Machine: {machine()}",
-        "- Command: `python3 benchmarks/oracle_errors.py`",
+        "- Command: `python3 benchmarks/oracle_errors.py"
+        + (f" --also {args.also} --also-what '{args.also_what}'" if args.also else "") + "`",
         f"- Date (UTC): {utc_now()}",
         "",
         "| class | oracle IoU | IoU, 1 px tolerance | its pixels on a boundary | pixels per face (median) "
@@ -112,6 +127,7 @@ def main() -> None:
         f"placed to a fraction of a pixel through blur and noise, closer than the two mask definitions agree with "
         f"each other at 64 px or at 128 px. Errors, row by row (render, truth, oracle, wrong pixels in red): "
         f"`docs/oracle_errors.png`.",
+        *(["", also] if also else []),
     ])
     write_section("oracle_errors", text)
     print("results -> BENCHMARKS.md, docs/oracle_errors.png")
