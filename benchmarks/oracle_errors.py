@@ -29,7 +29,12 @@ from report import machine, utc_now, write_section  # noqa: E402
 
 from partseg.faces import render_batch  # noqa: E402
 from partseg.labels import FACES  # noqa: E402
-from partseg.metrics import ScoreAccumulator, TolerantScoreAccumulator, boundary_pixels  # noqa: E402
+from partseg.metrics import (  # noqa: E402
+    ScoreAccumulator,
+    SegScores,
+    TolerantScoreAccumulator,
+    boundary_pixels,
+)
 from partseg.oracle import ORACLE_EVAL_SEED0, load_oracle, predict_labels, to_input  # noqa: E402
 
 FIGURE = ROOT / "docs" / "oracle_errors.png"
@@ -47,6 +52,14 @@ def error_sheet(images: np.ndarray, truth: np.ndarray, pred: np.ndarray, path: P
     sheet.resize((sheet.width * zoom, sheet.height * zoom), Image.NEAREST).save(path)
 
 
+def score(pred: torch.Tensor, truth: torch.Tensor) -> tuple[SegScores, TolerantScoreAccumulator]:
+    """Exact scores and scores with one pixel of boundary tolerance."""
+    exact, tolerant = ScoreAccumulator(len(FACES)), TolerantScoreAccumulator(len(FACES), radius=1)
+    exact.add(pred, truth)
+    tolerant.add(pred, truth)
+    return exact.scores(), tolerant
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-eval", type=int, default=1000)
@@ -62,20 +75,14 @@ def main() -> None:
     images, masks = render_batch(range(ORACLE_EVAL_SEED0, ORACLE_EVAL_SEED0 + args.n_eval))
     pred, _ = predict_labels(load_oracle(), to_input(images))
     truth = torch.from_numpy(masks).long()
-    exact, tolerant = ScoreAccumulator(k), TolerantScoreAccumulator(k, radius=1)
-    exact.add(pred, truth)
-    tolerant.add(pred, truth)
-    s = exact.scores()
+    s, tolerant = score(pred, truth)
     also = ""
     if args.also:
-        other, _ = predict_labels(load_oracle(args.also), to_input(images))
-        ex, tol = ScoreAccumulator(k), TolerantScoreAccumulator(k, radius=1)
-        ex.add(other, truth)
-        tol.add(other, truth)
+        other, other_tol = score(predict_labels(load_oracle(args.also), to_input(images))[0], truth)
         also = (f"For comparison, `{args.also.relative_to(ROOT) if args.also.is_absolute() else args.also}` "
-                f"({args.also_what}) scores mIoU {ex.scores().miou:.3f} on the same renders, {tol.miou:.3f} with 1 px "
-                f"tolerance; eye {ex.scores().iou[FACES.index('eye')]:.3f}, eyebrow "
-                f"{ex.scores().iou[FACES.index('eyebrow')]:.3f}.")
+                f"({args.also_what}) scores mIoU {other.miou:.3f} on the same renders, {other_tol.miou:.3f} with "
+                f"1 px tolerance; eye {other.iou[FACES.index('eye')]:.3f}, eyebrow "
+                f"{other.iou[FACES.index('eyebrow')]:.3f}.")
         print(also)
     edge = boundary_pixels(truth, k)
     wrong = pred != truth

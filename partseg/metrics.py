@@ -29,6 +29,12 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
     return torch.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
+def _mean_present(iou: torch.Tensor) -> float:
+    """Mean over the classes that have an IoU (not NaN); NaN if none has."""
+    present = ~iou.isnan()
+    return float(iou[present].mean()) if present.any() else float("nan")
+
+
 @dataclass
 class SegScores:
     confusion: torch.Tensor  # [K, K] counts
@@ -43,8 +49,7 @@ class SegScores:
 
     @property
     def miou(self) -> float:
-        iou = self.iou
-        return float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else float("nan")
+        return _mean_present(self.iou)
 
     @property
     def pixel_accuracy(self) -> float:
@@ -96,7 +101,6 @@ def boundary_pixels(target: torch.Tensor, num_classes: int, radius: int = 1) -> 
     return _neighbour_classes(target, num_classes, radius).sum(1) > 1
 
 
-
 class TolerantScoreAccumulator:
     """Per-class IoU that forgives boundaries misplaced by up to `radius` pixels, and nothing else.
 
@@ -110,18 +114,19 @@ class TolerantScoreAccumulator:
         self.num_classes, self.radius = num_classes, radius
         self.counts = torch.zeros(4, num_classes, dtype=torch.float64)  # pred ok, pred, true found, true
 
-    def add(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+    def add(self, pred: torch.Tensor, target: torch.Tensor, chunk: int = 64) -> None:
+        """pred, target [N, H, W]; taken `chunk` images at a time, which bounds the per-class maps' memory."""
         if pred.shape != target.shape or target.dim() != 3:
             raise ValueError(f"expected prediction and ground truth of one shape [N, H, W], got "
                              f"{tuple(pred.shape)} and {tuple(target.shape)}")
-        k, valid = self.num_classes, target != IGNORE
-        p = torch.where(valid, pred.long(), IGNORE)
-        near_true = _neighbour_classes(target, k, self.radius)
-        near_pred = _neighbour_classes(p, k, self.radius)
-        p_onehot = _neighbour_classes(p, k, 0)
-        t_onehot = _neighbour_classes(target, k, 0)
-        self.counts += torch.stack([(p_onehot & near_true).sum((0, 2, 3)), p_onehot.sum((0, 2, 3)),
-                                    (t_onehot & near_pred).sum((0, 2, 3)), t_onehot.sum((0, 2, 3))]).double()
+        k, dims = self.num_classes, (0, 2, 3)
+        for i in range(0, len(target), chunk):
+            t = target[i:i + chunk].long()
+            p = torch.where(t != IGNORE, pred[i:i + chunk].long(), IGNORE)
+            is_p, is_t = _neighbour_classes(p, k, 0), _neighbour_classes(t, k, 0)
+            near_p, near_t = _neighbour_classes(p, k, self.radius), _neighbour_classes(t, k, self.radius)
+            self.counts += torch.stack([(is_p & near_t).sum(dims), is_p.sum(dims),
+                                        (is_t & near_p).sum(dims), is_t.sum(dims)]).double()
 
     @property
     def iou(self) -> torch.Tensor:
@@ -133,5 +138,4 @@ class TolerantScoreAccumulator:
 
     @property
     def miou(self) -> float:
-        iou = self.iou
-        return float(iou[~iou.isnan()].mean()) if (~iou.isnan()).any() else float("nan")
+        return _mean_present(self.iou)

@@ -84,5 +84,11 @@ def test_boundary_pixels_and_one_pixel_tolerance():
         assert (tol.iou[1] == 1) == forgiven
         assert torch.allclose(r0.iou, exact.scores().iou)
     assert TolerantScoreAccumulator(2, 1).iou.isnan().all()
+    g = torch.Generator().manual_seed(0)
+    pred, truth = torch.randint(0, 3, (5, 9, 9), generator=g), torch.randint(0, 3, (5, 9, 9), generator=g)
+    whole, chunked = TolerantScoreAccumulator(3, 1), TolerantScoreAccumulator(3, 1)
+    whole.add(pred, truth)
+    chunked.add(pred, truth, chunk=2)
+    assert torch.equal(whole.counts, chunked.counts)
     with pytest.raises(ValueError, match="one shape"):
         TolerantScoreAccumulator(2).add(near[0], t[0])
