@@ -47,7 +47,14 @@ from partseg.gan.sampling import sample  # noqa: E402
 from partseg.invert import InversionConfig, invert  # noqa: E402
 from partseg.labels import FACES  # noqa: E402
 from partseg.metrics import ScoreAccumulator  # noqa: E402
-from partseg.oracle import DEFAULT_ORACLE, ORACLE_EVAL_SEED0, load_oracle, predict_labels, to_input  # noqa: E402
+from partseg.oracle import (  # noqa: E402
+    DEFAULT_ORACLE,
+    ORACLE_EVAL_SEED0,
+    load_oracle,
+    predict_labels,
+    segmenter_scores,
+    to_input,
+)
 from partseg.seg_train import SegTrainConfig, fit_segmenter  # noqa: E402
 from partseg.unet import UNet, UNetConfig  # noqa: E402
 
@@ -125,10 +132,7 @@ def run_supervised(n: int, seed: int, steps: int, test: tuple) -> float:
     model = UNet(UNetConfig(num_classes=len(FACES), channels=[16, 32, 64, 128]))
     cfg = SegTrainConfig(steps=steps, lr=2e-3, warmup=50, ckpt_every=steps, log_every=100, seed=seed)
     fit_segmenter(model, supervised_batches(n, 16, seed), cfg, WORK / f"sup_{n}_{seed}", progress=False)
-    acc = ScoreAccumulator(len(FACES))
-    pred, _ = predict_labels(model, test[0])
-    acc.add(pred, test[1])
-    return acc.scores().miou
+    return segmenter_scores(model, *test).miou
 
 
 def cached_head(G, oracle, kind: str, k: int, seed: int) -> FewShotHead:
@@ -141,19 +145,11 @@ def cached_head(G, oracle, kind: str, k: int, seed: int) -> FewShotHead:
     return head
 
 
-def unet_miou(model: UNet, test: tuple) -> float:
-    acc = ScoreAccumulator(len(FACES))
-    with torch.no_grad():
-        pred, _ = predict_labels(model, test[0])
-    acc.add(pred, test[1])
-    return acc.scores().miou
-
-
 def run_autoshot(G, head: FewShotHead, steps: int, confidence: float, test: tuple) -> dict:
     cfg = DistillConfig(steps=steps, batch=16, confidence=confidence, seed=0, val_every=0)
     model, _ = distill(G, head, cfg, FEWSHOT / f"autoshot_{steps}_conf{confidence}", progress=True)
     t = time.perf_counter()
-    miou = unet_miou(model, test)
+    miou = segmenter_scores(model, *test).miou
     return {"miou": miou, "unet_seconds_per_image": (time.perf_counter() - t) / len(test[0])}
 
 

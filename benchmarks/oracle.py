@@ -38,7 +38,7 @@ from partseg.oracle import (  # noqa: E402
     ORACLE_VAL_SEED0,
     FlipAveraged,
     evaluate_on_renders,
-    predict_labels,
+    segmenter_scores,
     to_input,
     train_oracle,
 )
@@ -117,9 +117,7 @@ def main() -> None:
         val_x = to_input(val_imgs)
 
         def validate(m: UNet) -> float:
-            acc = ScoreAccumulator(len(FACES))
-            acc.add(predict_labels(m, val_x)[0], torch.from_numpy(val_masks))
-            return acc.scores().miou
+            return segmenter_scores(m, val_x, val_masks).miou
 
         if stage == 2:
             steps, n_train, lr, cache = args.steps or 10_000, 20_000, 1e-3, "oracle64-cache.npz"

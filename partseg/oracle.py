@@ -181,6 +181,13 @@ def predict_labels(model: torch.nn.Module, images: torch.Tensor, batch: int = 64
     return torch.cat(labels), torch.cat(conf)
 
 
+def segmenter_scores(model: torch.nn.Module, images: torch.Tensor, masks: np.ndarray | torch.Tensor) -> SegScores:
+    """Scores of `model`'s labels for images [N, 3, H, W] in [-1, 1] against masks [N, H, W] (face classes)."""
+    acc = ScoreAccumulator(len(FACES))
+    acc.add(predict_labels(model, images)[0], torch.as_tensor(np.asarray(masks)).long())
+    return acc.scores()
+
+
 def evaluate_on_renders(model: torch.nn.Module, n: int = 1000, size: int = 64, seed0: int = ORACLE_EVAL_SEED0,
                         batch: int = 50, progress: bool = False) -> SegScores:
     """Scores of `model` on n held-out rendered faces (exact masks)."""

@@ -16,6 +16,7 @@ from partseg.oracle import (
     load_oracle,
     oracle_batches,
     render_cached,
+    segmenter_scores,
     to_input,
     train_oracle,
 )
@@ -96,3 +97,23 @@ def test_fine_tune_from_weights(tmp_path):
     with pytest.raises(ValueError, match="pass matching --channels"):
         train_oracle(tmp_path / "c", n_train=8, size=32, batch=2, channels=[8, 32], cfg=zero, workers=0,
                      progress=False, init=tmp_path / "a" / "model.safetensors")
+
+
+def test_segmenter_scores_against_masks():
+    """A segmenter that reads the true mask off a side channel scores 1; one that says `skin` everywhere does not."""
+    imgs, masks = render_batch(range(3), 32)
+    truth = torch.from_numpy(masks).long()
+
+    class Perfect(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(truth[: len(x)], len(FACES)).permute(0, 3, 1, 2).float()
+
+    class Skin(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(len(x), len(FACES), *x.shape[2:])
+            out[:, FACES.index("skin")] = 1
+            return out
+
+    x = to_input(imgs)
+    assert segmenter_scores(Perfect(), x, masks).miou == 1.0
+    assert segmenter_scores(Skin(), x, truth).miou < 0.2
