@@ -347,6 +347,8 @@ def distill(
                                     "(built-in domain only; 0: no validation)."),
     cache: Path = typer.Option(None, "--cache", help="Folder to keep the generated pairs in (data-set layout, "
                                "images as 8-bit PNG); a re-run with it reads them instead of rendering."),
+    ckpt_every: int = typer.Option(100, "--ckpt-every", help="Steps between checkpoints (a re-run resumes from "
+                                   "the last one)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option(None, "--device", help="Default: cuda (LOCAL_RANK under torchrun) if present."),
 ) -> None:
@@ -377,9 +379,13 @@ def distill(
         def validate(model):  # the renders are CPU tensors: score a CPU copy of the model
             return evaluate_on_renders(copy.deepcopy(model).cpu(), n=val_renders, size=G.resolution).miou
 
-    _, res = run_distill(G, h, DistillConfig(steps=steps, batch=batch, confidence=confidence, seed=seed), out,
-                         validate=validate, cache=cache)
+    cfg = DistillConfig(steps=steps, batch=batch, confidence=confidence, seed=seed, ckpt_every=ckpt_every)
+    _, res = run_distill(G, h, cfg, out, validate=validate, cache=cache)
     if res["rank"] != 0:
+        return
+    if res["stopped_early"]:
+        typer.echo(f"stopped at step {res['step']} of {steps}; checkpoint written to {out}. Run the same command "
+                   f"to resume.")
         return
     resumed = f" (resumed at step {res['start_step']})" if res["start_step"] else ""
     best = f", best validation mIoU {res['best']:.4f}" if res["best"] is not None else ""
@@ -568,7 +574,8 @@ def main() -> None:
 
     try:
         app()
-    except (FileNotFoundError, NotADirectoryError, PermissionError, CheckpointFormatError, ValueError) as e:
+    except (FileNotFoundError, NotADirectoryError, PermissionError, CheckpointFormatError, ValueError,
+            FloatingPointError) as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise SystemExit(1) from None
 

@@ -59,6 +59,17 @@ class DistillConfig:
     augment: bool = True
     seed: int = 0
     val_every: int = 250
+    ckpt_every: int = 100  # steps between checkpoints (a killed run loses at most this many)
+
+    # settings a resumed run may change; any other difference is refused (the model would match no command line)
+    MAY_CHANGE = ("steps", "val_every", "ckpt_every")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.confidence <= 1:
+            raise ValueError(f"confidence must be in [0, 1] (a max softmax), got {self.confidence}")
+        for name in ("steps", "batch", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @torch.no_grad()
@@ -184,10 +195,20 @@ def pair_stream(G: Generator, head: FewShotHead, cfg: DistillConfig, rank: int =
                 x, y = dequantise(got[0]), got[1]
             if cfg.augment:
                 x, y = augment_pair(x, y, aug, gen)
+            if bool((y == IGNORE).all()):
+                raise ValueError(_nothing_labelled(cfg, step, n))
             yield x, y
             step += 1
 
     return make
+
+
+def _nothing_labelled(cfg: DistillConfig, step: int, n: int) -> str:
+    why = (f"the head's max softmax is below --confidence {cfg.confidence} on every pixel"
+           + (" (1.0 keeps only pixels the head is certain of, which a softmax almost never is)"
+              if cfg.confidence >= 1 else " (a weak head is unsure everywhere)"))
+    return (f"distillation step {step}: no pixel of the {n} generated images is labelled: {why}; lower "
+            f"--confidence (default 0.5, 0 keeps every pixel) or train a stronger head (more shots or steps)")
 
 
 def distill(G: Generator, head: FewShotHead, cfg: DistillConfig, out: str | os.PathLike,
@@ -205,7 +226,7 @@ def distill(G: Generator, head: FewShotHead, cfg: DistillConfig, out: str | os.P
     torch.manual_seed(cfg.seed)
     model = UNet(UNetConfig(num_classes=len(head.labels), channels=cfg.channels))
     scfg = SegTrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=min(100, cfg.steps // 10),
-                          ckpt_every=max(1, min(250, cfg.steps)), log_every=25, seed=cfg.seed)
+                          ckpt_every=min(cfg.ckpt_every, cfg.steps), log_every=25, seed=cfg.seed)
     meta = {"distill_config": str(asdict(cfg)), "gan_fingerprint": head.meta["gan_fingerprint"],
             "input": "RGB in [-1, 1] (x / 127.5 - 1), any height and width", "train_resolution": str(G.resolution),
             "processes": str(dd.world)}
@@ -217,7 +238,8 @@ def distill(G: Generator, head: FewShotHead, cfg: DistillConfig, out: str | os.P
         dist.barrier()
     if dd.rank != 0:
         stream = pair_stream(G, head, cfg, rank=dd.rank, world=dd.world, cache=cache)
+    settings = {**asdict(cfg), "head": head_digest(head), "gan_fingerprint": head.meta["gan_fingerprint"]}
     res = fit_segmenter(model, stream, scfg, Path(out), labels=head.labels, device=device, progress=progress,
                         stop_at_step=stop_at_step, desc="distill", validate=validate, val_every=cfg.val_every,
-                        extra_meta=meta)
+                        extra_meta=meta, settings=settings, may_change=DistillConfig.MAY_CHANGE)
     return model, res

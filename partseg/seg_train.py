@@ -33,6 +33,7 @@ from tqdm import tqdm
 from .atomic import atomic_torch_save, atomic_write_text
 from .distributed import Dist
 from .labels import Labels
+from .runs import StopOnSignal, clean_stale_tmp, load_checkpoint, refuse_other_settings, write_settings
 from .unet import UNet, save_unet
 
 SEG_TRAIN_FORMAT = "partseg.segtrain"
@@ -91,11 +92,15 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
                   labels: Labels | None = None, device: str | torch.device = "cpu", progress: bool = True,
                   stop_at_step: int | None = None, desc: str = "train",
                   validate: Callable[[UNet], float] | None = None, val_every: int = 0,
-                  extra_meta: dict[str, str] | None = None) -> dict:
+                  extra_meta: dict[str, str] | None = None, settings: dict | None = None,
+                  may_change: tuple[str, ...] = ()) -> dict:
     """Train `model` in place (resuming from `run` if it holds a checkpoint); returns a summary.
 
     validate: a score (higher is better, e.g. mIoU) computed every `val_every` steps and at the end; the best
     model so far is kept as run/best.safetensors next to the last one, run/model.safetensors.
+    settings: what defines the run (JSON-able); a run resumed with other settings is refused with the
+    differences, except for the keys in `may_change`. Kept in the checkpoint and in run/run_config.json.
+    SIGINT/SIGTERM finish the step, write a checkpoint and return (`stopped_early`).
     Under torch.distributed, call it on every process with that process's stream (see the module docstring).
     """
     run = Path(run)
@@ -105,15 +110,16 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
     use_amp = cfg.amp and device.type == "cuda"
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
+        clean_stale_tmp(run)  # half-written files of a run killed mid-write; the real ones are intact
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
     best = float("-inf")
     ckpt_path = run / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt.get("format") != SEG_TRAIN_FORMAT:
-            raise ValueError(f"{ckpt_path}: not a partseg segmenter training checkpoint")
+        ckpt = load_checkpoint(ckpt_path, SEG_TRAIN_FORMAT, "segmenter training", device)
+        if settings is not None and ckpt.get("settings") is not None:
+            refuse_other_settings(run, ckpt["settings"], settings, may_change)
         if ckpt["model_config"] != model.cfg.to_dict():
             raise ValueError(f"{run} holds a run of a different model ({ckpt['model_config']}); use a new folder")
         model.load_state_dict(ckpt["model"])
@@ -132,13 +138,15 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
             log_lines = [ln for ln in (run / "log.jsonl").read_text().splitlines()
                          if ln.strip() and _step_of(ln) <= step]
         atomic_write_text(json.dumps(asdict(cfg), indent=1), run / "train_config.json")
+        if settings is not None:
+            write_settings(run, settings)
 
     def save() -> None:
         if not is_main:
             return
         atomic_torch_save({"format": SEG_TRAIN_FORMAT, "step": step, "model_config": model.cfg.to_dict(),
                            "train_config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
-                           "best": best, "world": dd.world}, ckpt_path)
+                           "best": best, "world": dd.world, "settings": settings}, ckpt_path)
         save_unet(model, run / "model.safetensors", labels, extra={"step": str(step), **(extra_meta or {})})
         atomic_write_text("".join(ln + "\n" for ln in log_lines), run / "log.jsonl")
 
@@ -148,55 +156,60 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not (progress and is_main), dynamic_ncols=True)
     losses: list[float] = []
     t0 = time.time()
-    while step < end:
-        torch.manual_seed(cfg.seed * 1_000_003 + dd.rank * 7919 + step)
-        x, target = next(stream)
-        x, target = x.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(step)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = model(x)
-        loss = segmentation_loss(logits.float(), target, cfg.dice_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        # after backward: BatchNorm's backward reads the running statistics this averages in place
-        loss_value = _mean_loss_and_sync_stats(dd, loss, model)  # the same on every process
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; the last good checkpoint is "
-                                     f"{ckpt_path}")
-        if dd.world > 1:
-            dd.average_grads(list(model.parameters()))
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(loss_value)
-        step += 1
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == end:
-            rec = {"step": step, "loss": round(sum(losses) / len(losses), 5), "lr": cfg.lr_at(step - 1),
-                   "sec_per_step": round((time.time() - t0) / len(losses), 4)}
-            log_lines.append(json.dumps(rec))
-            bar.set_postfix(loss=f"{rec['loss']:.4f}")
-            losses, t0 = [], time.time()
-        if is_main and validate is not None and ((val_every and step % val_every == 0) or step == end):
-            model.eval()
-            score = float(validate(model))
-            model.train()
-            log_lines.append(json.dumps({"step": step, "val": round(score, 5)}))
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / max(len(losses[-10:]), 1):.4f}", val=f"{score:.4f}")
-            if score > best:
-                best = score
-                save_unet(model, run / "best.safetensors", labels,
-                          extra={"step": str(step), "val": str(score), **(extra_meta or {})})
-        if step % cfg.ckpt_every == 0 or step == end:
-            if dd.world > 1:  # never write a checkpoint of replicas that drifted apart
-                div = dd.max_divergence(model)
-                log_lines.append(json.dumps({"step": step, "event": "ddp_sync", "world": dd.world,
-                                             "max_param_diff": div}))
-                if div > 0:
-                    raise RuntimeError(f"DDP replicas diverged at step {step} (max parameter/buffer diff {div})")
-            save()
-    bar.close()
+    if is_main and progress:
+        tqdm.write(f"{'resuming' if step else 'starting'} {run} at step {step} of {cfg.steps}"
+                   f"{' (' + str(dd.world) + ' processes)' if dd.world > 1 else ''}")
+    with StopOnSignal() as stop, bar:  # the bar is closed (its line ended) on errors too
+        while step < end:
+            torch.manual_seed(cfg.seed * 1_000_003 + dd.rank * 7919 + step)
+            x, target = next(stream)
+            x, target = x.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr_at(step)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+            loss = segmentation_loss(logits.float(), target, cfg.dice_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            # after backward: BatchNorm's backward reads the running statistics this averages in place
+            loss_value = _mean_loss_and_sync_stats(dd, loss, model)  # the same on every process
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(_nan_message(loss_value, step, target, ckpt_path))
+            if dd.world > 1:
+                dd.average_grads(list(model.parameters()))
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(loss_value)
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == end:
+                rec = {"step": step, "loss": round(sum(losses) / len(losses), 5), "lr": cfg.lr_at(step - 1),
+                       "sec_per_step": round((time.time() - t0) / len(losses), 4)}
+                log_lines.append(json.dumps(rec))
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                losses, t0 = [], time.time()
+            if is_main and validate is not None and ((val_every and step % val_every == 0) or step == end):
+                model.eval()
+                score = float(validate(model))
+                model.train()
+                log_lines.append(json.dumps({"step": step, "val": round(score, 5)}))
+                bar.set_postfix(loss=f"{sum(losses[-10:]) / max(len(losses[-10:]), 1):.4f}", val=f"{score:.4f}")
+                if score > best:
+                    best = score
+                    save_unet(model, run / "best.safetensors", labels,
+                              extra={"step": str(step), "val": str(score), **(extra_meta or {})})
+            stop_now = _all_agree(dd, stop.requested, device)
+            if step % cfg.ckpt_every == 0 or step == end or stop_now:
+                if dd.world > 1:  # never write a checkpoint of replicas that drifted apart
+                    div = dd.max_divergence(model)
+                    log_lines.append(json.dumps({"step": step, "event": "ddp_sync", "world": dd.world,
+                                                 "max_param_diff": div}))
+                    if div > 0:
+                        raise RuntimeError(f"DDP replicas diverged at step {step} (max parameter/buffer diff {div})")
+                save()
+            if stop_now:
+                break
     if dd.on:
         dist.barrier()  # every process returns once rank 0's files are written (a resume may follow)
     model.eval()
@@ -214,6 +227,27 @@ def _mean_loss_and_sync_stats(dd: Dist, loss: torch.Tensor, model: torch.nn.Modu
         for b, v in zip(bufs, flat[1:].split([b.numel() for b in bufs]), strict=True):
             b.copy_(v.view_as(b))
     return float(flat[0])
+
+
+def _all_agree(dd: Dist, flag: bool, device: torch.device) -> bool:
+    """True on every process if any process was asked to stop (they must leave the loop together)."""
+    if dd.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t)
+    return bool(t.item())
+
+
+def _nan_message(value: float, step: int, target: torch.Tensor, ckpt_path: Path) -> str:
+    """Why the loss is not finite, what to change, and the checkpoint to go back to only if there is one."""
+    why = ""
+    if not target.dtype.is_floating_point and bool((target == 255).all()):
+        why = " because every pixel of the batch is ignored (label 255): there was nothing to learn from"
+    if ckpt_path.exists():
+        where = f"; the run's last checkpoint, {ckpt_path}, is kept: a re-run resumes from it"
+    else:
+        where = "; no checkpoint was written yet"
+    return f"loss became {value} at step {step}{why}{where}; lower the learning rate or check the training data"
 
 
 def _check_same_step(step: int, run: Path, rank: int, device: torch.device) -> None:
