@@ -1,4 +1,4 @@
-"""UNet checkpoint -> ONNX with dynamic batch, height and width, and the metadata that makes the file self-sufficient.
+"""UNet checkpoint -> float32 ONNX with dynamic batch, height and width, and the metadata it needs to run alone.
 
 The graph is traced by torch.export (`dynamo=True`) with height and width declared as multiples of the UNet's
 stride; BatchNorm is folded into the convs first. Labels, colours, normalisation, stride and training size go into
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from partseg.atomic import atomic_path
-from partseg.runtime import ModelInfo, Parity, Segmenter, TorchBackend, compare, parity_images
-from partseg.unet import fold_batchnorm, load_unet, resolve_unet_file, unet_stride
+from .atomic import atomic_path
+from .runtime import ModelInfo, Parity, Segmenter, TorchBackend, compare, parity_images
+from .unet import fold_batchnorm, load_unet, resolve_unet_file, unet_stride
 
 DEFAULT_OPSET = 18
 MAX_SIDE = 8192  # upper bound declared for dynamic height/width
