@@ -398,17 +398,42 @@ def export_onnx(
     unet: Path = typer.Argument(..., help="A distilled UNet (.safetensors, or a run folder: best, else last)."),
     out: Path = typer.Option(..., "--out", help="The .onnx file to write."),
     opset: int = typer.Option(18, "--opset"),
-    min_agreement: float = typer.Option(0.999, "--min-agreement", help="Parity: least share of pixels with the "
-                                        "same class as PyTorch."),
+    min_agreement: float = typer.Option(None, "--min-agreement", help="Parity: least share of pixels with the "
+                                        "same class as the reference (PyTorch; with --int8 the float32 ONNX "
+                                        "model). Default 0.999, with --int8 0.97."),
+    int8: bool = typer.Option(False, "--int8", help="Static INT8 quantisation (QDQ, per-channel weights) for "
+                              "CPU deployments, calibrated on generated images of the UNet's GAN or --calib."),
+    calib: Path = typer.Option(None, "--calib", help="--int8: calibrate on the images in this folder (or its "
+                               "images/ subfolder) instead of generated ones."),
+    gan: str = typer.Option(None, "--gan", help="--int8: the generator to calibrate with (default: the built-in "
+                            "one the UNet was distilled from, found by its fingerprint)."),
+    n_calib: int = typer.Option(64, "--n-calib", help="--int8: generated calibration images."),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="--int8: minmax | entropy | percentile."),
+    max_miou_drop: float = typer.Option(0.02, "--max-miou-drop", help="--int8: refuse if the mIoU on held-out "
+                                        "rendered faces falls by more than this (built-in face labels only)."),
 ) -> None:
     """Export a UNet to ONNX (dynamic batch, height, width), check it, and compare it with PyTorch."""
-    from export.onnx import export_onnx as run_export
+    if not int8:
+        given = [name for name, v in (("--calib", calib), ("--gan", gan)) if v is not None]
+        if given:
+            raise typer.BadParameter(f"{' and '.join(given)} only apply with --int8")
+        from .onnx_export import export_onnx as run_export
 
-    res = run_export(unet, out, opset=opset, min_agreement=min_agreement)
-    for p in res.parity:
-        typer.echo(f"parity vs PyTorch: {p}")
-    typer.echo(f"exported {unet} -> {out} (opset {opset}, dynamic batch/height/width in multiples of "
-               f"{res.info.stride}, {res.info.num_classes} classes; metadata carries labels and normalisation)")
+        res = run_export(unet, out, opset=opset, min_agreement=0.999 if min_agreement is None else min_agreement)
+        for p in res.parity:
+            typer.echo(f"parity vs PyTorch: {p}")
+        typer.echo(f"exported {unet} -> {out} (opset {opset}, dynamic batch/height/width in multiples of "
+                   f"{res.info.stride}, {res.info.num_classes} classes; metadata carries labels and normalisation)")
+        return
+    if calib is not None and gan is not None:
+        raise typer.BadParameter("give either --calib DIR or --gan CKPT, not both")
+    from .quantize import export_int8
+
+    res8 = export_int8(unet, out, calib=calib, gan=gan, n_calib=n_calib, method=calib_method, opset=opset,
+                       min_agreement=0.97 if min_agreement is None else min_agreement, max_miou_drop=max_miou_drop)
+    typer.echo(f"float32 parity vs PyTorch: {res8.fp32_parity[0]}")
+    typer.echo(f"int8 parity vs float32: {res8.parity}")
+    typer.echo(f"exported {unet} -> {out} (int8 QDQ, {calib_method} calibration on {res8.calibration})")
 
 
 @export_app.command("tensorrt")
