@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -116,10 +116,42 @@ class TorchBackend:
         return self.run_tensor(torch.from_numpy(x)).cpu().numpy()
 
 
+@dataclass(frozen=True)
+class OrtSettings:
+    """onnxruntime session settings; benchmarks/ort_session.py measures each one against these defaults."""
+
+    optimization: str = "all"  # graph optimisation level: disable | basic | extended | all
+    intra_threads: int = 0  # 0: onnxruntime's default (one per physical core)
+    inter_threads: int = 0
+    parallel: bool = False  # execution mode PARALLEL (branches at once) instead of SEQUENTIAL
+    mem_pattern: bool = True  # plan buffers from the first run's allocation pattern
+    cpu_arena: bool = True  # keep freed CPU memory in onnxruntime's arena
+    spinning: bool = True  # idle intra-op threads spin instead of sleeping
+
+    def session_options(self):
+        import onnxruntime as ort
+
+        levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+        if self.optimization not in levels:
+            raise ValueError(f"unknown graph optimisation level {self.optimization!r}; choose one of {list(levels)}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = levels[self.optimization]
+        opts.intra_op_num_threads, opts.inter_op_num_threads = self.intra_threads, self.inter_threads
+        opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if self.parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.enable_mem_pattern, opts.enable_cpu_mem_arena = self.mem_pattern, self.cpu_arena
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        return opts
+
+
 class OnnxRuntimeBackend:
     """onnxruntime with the best provider that really works here: TensorRT/CUDA only when a GPU is present."""
 
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int = 0):
+    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int = 0,
+                 settings: OrtSettings | None = None):
+        """threads: intra-op threads (0: settings.intra_threads); settings: the session options."""
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -134,10 +166,10 @@ class OnnxRuntimeBackend:
         unknown = [p for p in providers if p not in available]
         if unknown:
             raise ValueError(f"onnxruntime providers {unknown} are not available here (available: {available})")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.settings = settings or OrtSettings()
         if threads:
-            opts.intra_op_num_threads = threads
+            self.settings = replace(self.settings, intra_threads=threads)
+        opts = self.settings.session_options()
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types without the file name
