@@ -246,19 +246,38 @@ def train_head(
     out: Path = typer.Option(..., "--out", help="Head file to write (.safetensors)."),
     steps: int = typer.Option(0, "--steps", help="Optimiser steps (0: 600 for cnn, 1000 for mlp)."),
     ensemble: int = typer.Option(1, "--ensemble", help="Train N heads from different seeds and average them."),
+    ckpt_every: int = typer.Option(100, "--ckpt-every", help="Steps between checkpoints (OUT.ckpt.pt, removed "
+                                   "when done); a re-run resumes from it."),
+    invert_steps: int = typer.Option(300, "--invert-steps", help="GAN inversion steps for annotated images without "
+                                     "a recorded latent (real images)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Train a few-shot CNN/MLP head on annotated generated images."""
-    from .fewshot import FewShotConfig, load_shots
+    """Train a few-shot CNN/MLP head on annotated generated images (re-run to resume)."""
+    from .fewshot import FewShotConfig, load_shots, shots_to_invert
     from .fewshot import train_head as fit
     from .gan import load_generator
+    from .invert import InversionConfig, estimate_inversion_seconds
 
+    if ckpt_every < 1:
+        _fail(f"--ckpt-every must be >= 1, got {ckpt_every}")
     G = load_generator(gan, device=device)
-    sh = load_shots(shots, G, progress=True)  # annotated real images are inverted into G first
-    h = fit(G, sh, FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed))
+    n_inv = shots_to_invert(shots)
+    inv = InversionConfig(steps=invert_steps)
+    if n_inv:  # real images, or samples whose latents were not kept: inversion is slow, so say so first
+        minutes = estimate_inversion_seconds(G, n_inv, inv) / 60
+        typer.secho(f"note: {n_inv} annotated image(s) in {shots} have no recorded latent (no samples.json entry "
+                    f"with an index into latents.safetensors): inverting them into the GAN first, "
+                    f"{inv.steps} steps, roughly {minutes:.1f} min on {device}", err=True, fg=typer.colors.YELLOW)
+    sh = load_shots(shots, G, inv, progress=True)
+    ckpt = out.with_name(out.name + ".ckpt.pt")
+    if ckpt.exists():
+        typer.echo(f"resuming head training from {ckpt}")
+    h = fit(G, sh, FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed), checkpoint=ckpt,
+            ckpt_every=ckpt_every)
     h.meta["gan_source"] = gan
     h.save(out)
+    ckpt.unlink(missing_ok=True)
     typer.echo(f"trained a {head} head on {len(sh.names)} shots in {h.meta['train_seconds']} s -> {out}")
 
 

@@ -8,6 +8,7 @@ the GAN fingerprint, layers, feature size, resize mode, noise mode and labels.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from .atomic import atomic_torch_save
 from .dataset import load_dataset, load_images, read_mask
 from .features import feature_channels, pixel_features, stylegan_source
 from .gan.checkpoints import generator_fingerprint
@@ -28,9 +30,11 @@ from .gan.stylegan2 import Generator
 from .heads import Ensemble, HeadConfig
 from .invert import InversionConfig, invert
 from .labels import IGNORE, Labels
+from .runs import clean_stale_tmp, load_checkpoint, refuse_other_settings
 from .weights_io import read_safetensors, write_safetensors
 
 HEAD_FORMAT = "partseg.head"
+HEAD_TRAIN_FORMAT = "partseg.head.train"
 
 
 @dataclass
@@ -68,6 +72,68 @@ class Shots:
     real: list[bool] | None = None
 
 
+def _read_index(root: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """samples.json and its latents, checked: errors name the file, the field and what was expected."""
+    index_path = root / "samples.json"
+    if not index_path.exists():
+        return {"samples": []}, {}
+    try:
+        index = json.loads(index_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{index_path}: not valid JSON ({e})") from None
+    if not isinstance(index, dict) or not isinstance(index.get("samples"), list):
+        raise ValueError(f"{index_path}: field 'samples' is missing; expected a list of samples")
+    for i, s in enumerate(index["samples"]):
+        if not isinstance(s, dict) or not isinstance(s.get("file"), str):
+            raise ValueError(f"{index_path}: samples[{i}] has no 'file'; expected {{'file': NAME, 'seed': ..., "
+                             f"'index': ...}}")
+    if not index.get("latents"):
+        return index, {}
+    lat_path = root / index["latents"]
+    if not lat_path.is_file():
+        raise FileNotFoundError(f"{index_path}: field 'latents' names {lat_path}, which does not exist")
+    try:
+        lat = load_file(str(lat_path))
+    except Exception as e:  # noqa: BLE001 - safetensors' errors do not name the file
+        raise ValueError(f"{lat_path}: not a readable safetensors file ({e}); expected the latents written with "
+                         f"the samples (tensor 'ws' [N, num_ws, w_dim])") from None
+    ws = lat.get("ws")
+    if ws is None or ws.ndim != 3:
+        got = f"shape {list(ws.shape)}" if ws is not None else f"no such tensor (has {sorted(lat)})"
+        raise ValueError(f"{lat_path}: field 'ws' is {got}; expected a tensor [N, num_ws, w_dim]")
+    return index, lat
+
+
+def _latent_row(s: dict, index_path: Path, lat: dict[str, torch.Tensor], G: Generator | None) -> torch.Tensor:
+    """The recorded latent of generated sample `s`, with every way it can be wrong reported."""
+    if "ws" not in lat:
+        raise ValueError(f"{index_path}: sample {s['file']} has a latent 'index' but field 'latents' names no "
+                         f"file; expected 'latents': 'latents.safetensors'")
+    rows = lat["ws"].shape[0]
+    i = s.get("index")
+    if not isinstance(i, int) or not 0 <= i < rows:
+        raise ValueError(f"{index_path}: sample {s['file']} has 'index' {i!r}, but the latents file has {rows} rows "
+                         f"(field 'ws'); expected an index in 0..{rows - 1} (samples.json and latents.safetensors "
+                         f"from different exports?)")
+    if not isinstance(s.get("seed"), int):
+        raise ValueError(f"{index_path}: sample {s['file']} has 'seed' {s.get('seed')!r}; expected an integer "
+                         f"(its noise is regenerated from it)")
+    if G is not None and tuple(lat["ws"].shape[1:]) != (G.num_ws, G.w_dim):
+        raise ValueError(f"{index_path}: field 'ws' of the latents has shape {list(lat['ws'].shape)}, expected "
+                         f"[N, {G.num_ws}, {G.w_dim}] for this generator (sampled from another GAN?)")
+    return lat["ws"][i]
+
+
+def shots_to_invert(root: str | os.PathLike) -> int:
+    """How many annotated images of a shots folder have no recorded latent (and so need GAN inversion)."""
+    root = Path(root)
+    _, items = load_dataset(root)
+    index, _ = _read_index(root)
+    by_name = {Path(s["file"]).stem: s for s in index["samples"]}
+    return sum(1 for name, _, _ in items
+               if (s := by_name.get(name)) is None or bool(s.get("real")) or s.get("index") is None)
+
+
 def load_shots(root: str | os.PathLike, G: Generator | None = None, inversion: InversionConfig | None = None,
                progress: bool = False) -> Shots:
     """A data-set folder of annotated samples. Generated ones need their latents (samples.json +
@@ -75,8 +141,7 @@ def load_shots(root: str | os.PathLike, G: Generator | None = None, inversion: I
     root = Path(root)
     labels, items = load_dataset(root)
     index_path = root / "samples.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"samples": []}
-    lat = load_file(str(root / index["latents"])) if index.get("latents") else {}
+    index, lat = _read_index(root)
     by_name = {Path(s["file"]).stem: s for s in index["samples"]}
     names, ws, seeds, masks, real, to_invert = [], [], [], [], [], []
     for name, img_path, mask_path in items:
@@ -88,8 +153,8 @@ def load_shots(root: str | os.PathLike, G: Generator | None = None, inversion: I
         masks.append(torch.from_numpy(read_mask(mask_path, labels, img_path)).long())
         is_real = s is None or bool(s.get("real")) or s.get("index") is None
         real.append(is_real)
+        ws.append(None if is_real else _latent_row(s, index_path, lat, G))
         seeds.append(None if is_real else int(s["seed"]))
-        ws.append(None if is_real else lat["ws"][int(s["index"])])
         if is_real:
             to_invert.append(len(names) - 1)
     if not names:
@@ -128,8 +193,22 @@ def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target, ignore_index=IGNORE)
 
 
-def train_head(G: Generator, shots: Shots, cfg: FewShotConfig, progress: bool = True) -> FewShotHead:
-    """Fit a head (or an ensemble, each member from its own seed) to the shots; deterministic on CPU."""
+def shots_digest(shots: Shots) -> str:
+    """A short hash of what the head learns from (latents, noise, masks, labels): a resumed run must see the same."""
+    h = hashlib.sha256(json.dumps([shots.names, shots.seeds, shots.noise_mode, shots.labels.to_json()]).encode())
+    for t in [shots.ws, shots.masks, *(n for ns in (shots.noise or []) if ns for n in ns)]:
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def train_head(G: Generator, shots: Shots, cfg: FewShotConfig, progress: bool = True,
+               checkpoint: str | os.PathLike | None = None, ckpt_every: int = 100) -> FewShotHead:
+    """Fit a head (or an ensemble, each member from its own seed) to the shots; deterministic on CPU.
+
+    checkpoint: a file the training state is written to (atomically) every `ckpt_every` steps; if it exists,
+    training resumes from it and ends with the weights an uninterrupted run would have. The caller removes it
+    once the head is saved. A checkpoint of other settings or other shots is refused with the differences.
+    """
     t0 = time.time()
     feats, layers = shot_features(G, shots, cfg)
     size = feats.shape[-1]
@@ -145,13 +224,34 @@ def train_head(G: Generator, shots: Shots, cfg: FewShotConfig, progress: bool = 
     valid = (flat_m != IGNORE).nonzero()[:, 0]
     if len(valid) == 0:
         raise ValueError("the shots have no labelled pixels")
-    bar = tqdm(total=cfg.steps * len(ens.members), desc=f"train {cfg.head} head", disable=not progress)
+    settings = {**asdict(cfg), "shots": shots_digest(shots), "gan_fingerprint": generator_fingerprint(G)}
+    ckpt = _resume_head(checkpoint, settings)
+    start_member, start_step = (ckpt["member"], ckpt["step"]) if ckpt else (0, 0)
+    if ckpt:
+        ens.load_state_dict(ckpt["ensemble"])
+        gen.set_state(ckpt["gen"])
+
+    def save(member_i: int, next_step: int, opt=None, sched=None) -> None:
+        atomic_torch_save({"format": HEAD_TRAIN_FORMAT, "settings": settings, "member": member_i, "step": next_step,
+                           "ensemble": ens.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                           "opt": opt and opt.state_dict(), "sched": sched and sched.state_dict()}, checkpoint)
+
+    bar = tqdm(total=cfg.steps * len(ens.members), initial=start_member * cfg.steps + start_step,
+               desc=f"train {cfg.head} head", disable=not progress)
     for m_i, member in enumerate(ens.members):
+        if m_i < start_member:
+            continue
         torch.manual_seed(cfg.seed * 1000 + m_i)
         member.train()
         opt = torch.optim.Adam(member.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
-        for step in range(cfg.steps):
+        first = 0
+        if ckpt and m_i == start_member and ckpt["opt"] is not None:
+            opt.load_state_dict(ckpt["opt"])
+            sched.load_state_dict(ckpt["sched"])
+            torch.set_rng_state(ckpt["rng"])
+            first = start_step
+        for step in range(first, cfg.steps):
             if cfg.head == "cnn":
                 i = int(torch.randint(len(feats), (1,), generator=gen))
                 x, y = feats[i:i + 1], shots.masks[i:i + 1]
@@ -168,12 +268,29 @@ def train_head(G: Generator, shots: Shots, cfg: FewShotConfig, progress: bool = 
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
+            if checkpoint is not None and (step + 1) % ckpt_every == 0 and step + 1 < cfg.steps:
+                save(m_i, step + 1, opt, sched)
         member.eval()
+        if checkpoint is not None:  # this member is done: a resume starts the next one
+            save(m_i + 1, 0)
     bar.close()
     meta = {"gan_fingerprint": generator_fingerprint(G), "layers": layers, "size": size, "mode": cfg.mode,
             "noise_mode": shots.noise_mode, "train_config": asdict(cfg), "shots": shots.names,
             "train_seconds": round(time.time() - t0, 1)}
     return FewShotHead(ens.eval(), shots.labels, meta)
+
+
+def _resume_head(checkpoint: str | os.PathLike | None, settings: dict) -> dict | None:
+    if checkpoint is None:
+        return None
+    checkpoint = Path(checkpoint)
+    clean_stale_tmp(checkpoint.parent, [checkpoint.name])
+    if not checkpoint.exists():
+        return None
+    ckpt = load_checkpoint(checkpoint, HEAD_TRAIN_FORMAT, "head training")
+    refuse_other_settings(checkpoint, ckpt["settings"], settings,
+                          hint=f"delete {checkpoint} to start over, or train with the settings and shots it has")
+    return ckpt
 
 
 class FewShotHead:

@@ -164,3 +164,21 @@ def invert(G: Generator, images: torch.Tensor, cfg: InversionConfig | None = Non
         noise = [t_.detach() for t_ in noise]
         recon = G.synthesis(ws, noise=noise)
     return Inversion(ws, noise, recon, psnr(recon, target), losses)
+
+
+def estimate_inversion_seconds(G: Generator, n: int, cfg: InversionConfig | None = None) -> float:
+    """Rough time to invert n images here: two timed optimisation passes of the batch, times the step count."""
+    import time
+
+    cfg = cfg or InversionConfig()
+    dev = G.mean_w.device
+    ws = G.mean_w.detach()[None, None].repeat(n, G.num_ws, 1).requires_grad_(True)
+    times = []
+    for _ in range(2):  # the first pass also pays one-off allocation costs
+        t0 = time.perf_counter()
+        G.synthesis(ws, noise_mode="const").square().mean().backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - t0)
+    return min(times) * cfg.steps * 1.3  # + the reconstruction loss and noise regularisation
+

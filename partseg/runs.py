@@ -71,16 +71,19 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any], may_change: Iterable
 
 
 def refuse_other_settings(run: str | os.PathLike, old: dict[str, Any], new: dict[str, Any],
-                          may_change: Iterable[str] = (), settings_file: str = "run_config.json") -> None:
+                          may_change: Iterable[str] = (), hint: str | None = None) -> None:
     """Raise a one-line ValueError listing the differences if `new` settings do not continue the run's `old`."""
     bad = settings_diff(old, new, may_change)
     if bad:
-        raise ValueError(f"{run} holds a run with different settings ({'; '.join(bad)}); use a new --out folder "
-                         f"or the run's settings (see {Path(run) / settings_file})")
+        hint = hint or f"use a new --out folder or the run's settings (see {Path(run) / SETTINGS_FILE})"
+        raise ValueError(f"{run} holds a run with different settings ({'; '.join(bad)}); {hint}")
 
 
-def write_settings(run: str | os.PathLike, settings: dict[str, Any], settings_file: str = "run_config.json") -> Path:
-    path = Path(run) / settings_file
+SETTINGS_FILE = "run_config.json"
+
+
+def write_settings(run: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    path = Path(run) / SETTINGS_FILE
     atomic_write_text(json.dumps(settings, indent=1, default=str), path)
     return path
 
