@@ -317,9 +317,10 @@ def predict(
                 _fail(f"--size must be 'model', 'native' or a positive number, not {size!r}")
             input_size = int(input_size)
         seg = Segmenter.load(unet, backend=backend, device=device, input_size=input_size)
-        predict_files_unet(files, seg, out, batch=batch)
-        typer.echo(f"segmented {len(files)} images with {seg.backend.name} -> {out} (labels/, overlays/, "
+        res = predict_files_unet(files, seg, out, batch=batch)
+        typer.echo(f"segmented {len(res.done)} images with {seg.backend.name} -> {out} (labels/, overlays/, "
                    f"predictions.json)")
+        _report_failed(res.failed, len(files))
         return
     if head is None:
         _fail("--mode inversion needs --head HEAD (and --gan CKPT); for the fast mode pass --unet MODEL")
@@ -330,8 +331,19 @@ def predict(
 
     G = load_generator(gan, device=device or "cpu")
     h = FewShotHead.load(head, G)
-    predict_files(files, G, h, out, InversionConfig(steps=steps), batch=batch)
-    typer.echo(f"segmented {len(files)} images -> {out} (labels/, overlays/, reconstructions/, predictions.json)")
+    res = predict_files(files, G, h, out, InversionConfig(steps=steps), batch=batch)
+    typer.echo(f"segmented {len(res.done)} images -> {out} (labels/, overlays/, reconstructions/, "
+               f"predictions.json)")
+    _report_failed(res.failed, len(files))
+
+
+def _report_failed(failed: list[tuple[Path, str]], total: int) -> None:
+    """List the images that could not be segmented (one line each) and exit non-zero if there were any."""
+    if not failed:
+        return
+    for f, why in failed:
+        typer.secho(f"  {f}: {why}", fg=typer.colors.RED, err=True)
+    _fail(f"{len(failed)} of {total} images could not be segmented (listed above and in predictions.json)")
 
 
 @app.command("eval")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from .fewshot import FewShotHead
 from .gan.sampling import to_uint8
 from .gan.stylegan2 import Generator
 from .invert import InversionConfig, invert
+from .runs import one_line
 from .runtime import Segmenter
 
 
@@ -52,12 +54,44 @@ def segment_by_inversion(G: Generator, head: FewShotHead, images: torch.Tensor, 
     return {"labels": torch.cat(labels), "reconstructions": torch.cat(recons), "psnr": torch.cat(psnrs)}
 
 
+@dataclass
+class Predicted:
+    """What a predict job did: its output folder, the images segmented, the ones that failed and why."""
+
+    out: Path
+    done: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _readable(files: list[Path], read) -> tuple[list[Path], list, list[tuple[Path, str]]]:
+    """(good files, what `read` made of each, [(bad file, reason)]): one unreadable image never stops the rest."""
+    good, data, bad = [], [], []
+    for f in files:
+        try:
+            data.append(read(f))
+            good.append(f)
+        except Exception as e:  # noqa: BLE001 - any decoder failure (PIL raises several kinds) is this file's
+            bad.append((f, _reason(f, e)))
+    return good, data, bad
+
+
+def _reason(f: Path, e: BaseException) -> str:
+    text = one_line(e)
+    return text.removeprefix(f"{f}: ") if text.startswith(f"{f}: ") else f"{type(e).__name__}: {text}"
+
+
 def predict_files(files: list[Path], G: Generator, head: FewShotHead, out: str | os.PathLike,
-                  cfg: InversionConfig | None = None, batch: int = 8, progress: bool = True) -> Path:
-    """The `partseg predict --mode inversion` job: writes out/labels, out/overlays, out/reconstructions."""
+                  cfg: InversionConfig | None = None, batch: int = 8, progress: bool = True) -> Predicted:
+    """The `partseg predict --mode inversion` job: writes out/labels, out/overlays, out/reconstructions.
+
+    Images that cannot be read are skipped and listed (returned and in predictions.json under 'failed')."""
     out = Path(out)
     t0 = time.time()
-    images = load_images(files, G.resolution)
+    files, images, failed = _readable(files, lambda f: load_images([f], G.resolution)[0])
+    if not files:
+        _write_failed(out, "inversion", failed)
+        return Predicted(out, [], failed)
+    images = torch.stack(images)
     res = segment_by_inversion(G, head, images, cfg, batch, progress)
     seconds = time.time() - t0
     inputs = to_uint8(images)
@@ -71,33 +105,55 @@ def predict_files(files: list[Path], G: Generator, head: FewShotHead, out: str |
         records.append({"input": str(f), "name": f.stem, "psnr_db": round(p, 2)})
     head.labels.save(out / "labels.json")
     atomic_write_text(json.dumps({"mode": "inversion", "seconds_per_image": round(seconds / len(files), 3),
-                                  "images": records}, indent=1), out / "predictions.json")
-    return out
+                                  "images": records, "failed": _failed_records(failed)}, indent=1),
+                      out / "predictions.json")
+    return Predicted(out, files, failed)
+
+
+def _failed_records(failed: list[tuple[Path, str]]) -> list[dict]:
+    return [{"input": str(f), "error": why} for f, why in failed]
+
+
+def _write_failed(out: Path, mode: str, failed: list[tuple[Path, str]]) -> None:
+    atomic_write_text(json.dumps({"mode": mode, "images": [], "failed": _failed_records(failed)}, indent=1),
+                      out / "predictions.json")
 
 
 def predict_files_unet(files: list[Path], segmenter: Segmenter, out: str | os.PathLike, batch: int = 16,
-                       progress: bool = True) -> Path:
-    """The `partseg predict --unet` job: images of any size, `batch` at a time -> out/labels, out/overlays."""
+                       progress: bool = True) -> Predicted:
+    """The `partseg predict --unet` job: images of any size, `batch` at a time -> out/labels, out/overlays.
+
+    An image that cannot be read or segmented is skipped and listed (returned and in predictions.json under
+    'failed'); every other image gets its outputs."""
     from tqdm import tqdm
 
     out = Path(out)
     labels = segmenter.labels
-    records, seconds = [], 0.0
+    records, seconds, done, failed = [], 0.0, [], []
     with tqdm(total=len(files), desc="predict", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for i in range(0, len(files), batch):
-            chunk = files[i:i + batch]
-            images = [read_image(f) for f in chunk]
+            chunk, images, bad = _readable(files[i:i + batch], read_image)
+            failed += bad
             t0 = time.perf_counter()
-            masks = segmenter.predict(images)
+            try:
+                results = list(zip(chunk, images, segmenter.predict(images), strict=True)) if chunk else []
+            except ValueError:  # one image the model refuses (e.g. its size) must not cost the batch: one by one
+                results = []
+                for f, img in zip(chunk, images, strict=True):
+                    try:
+                        results.append((f, img, segmenter.predict([img])[0]))
+                    except ValueError as e:
+                        failed.append((f, _reason(f, e)))
             seconds += time.perf_counter() - t0
-            for f, img, lab in zip(chunk, images, masks, strict=True):
+            for f, img, lab in results:
                 write_mask(out / "labels" / f"{f.stem}.png", lab, labels)
                 write_image(out / "overlays" / f"{f.stem}.png", labels.overlay(img, lab))
                 records.append({"input": str(f), "name": f.stem, "height": img.shape[0], "width": img.shape[1]})
-            bar.update(len(chunk))
+                done.append(f)
+            bar.update(len(files[i:i + batch]))
     labels.save(out / "labels.json")
     atomic_write_text(json.dumps({"mode": "unet", "backend": segmenter.backend.name,
                                   "model": segmenter.info.source, "input_size": segmenter.input_size,
-                                  "seconds_per_image": round(seconds / len(files), 5), "images": records},
-                                 indent=1), out / "predictions.json")
-    return out
+                                  "seconds_per_image": round(seconds / max(len(done), 1), 5), "images": records,
+                                  "failed": _failed_records(failed)}, indent=1), out / "predictions.json")
+    return Predicted(out, done, failed)
