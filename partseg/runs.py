@@ -29,6 +29,19 @@ def one_line(e: BaseException, limit: int = 240) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def torch_load_reason(path: Path, e: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words (torch's own message is a page long)."""
+    text = str(e)
+    if text.startswith("Weights only load failed"):
+        parts = [p.strip() for p in text.split("\n\n") if p.strip()]
+        core = [p for p in parts[1:] if not p.startswith("Check the documentation")]
+        detail = one_line(Exception(" ".join(core)), 160) if core else "unsupported content"
+        return f"the weights-only unpickler refused it: {detail}"
+    with open(path, "rb") as f:
+        zipped = f.read(2) == b"PK"
+    return f"{'damaged or truncated zip archive: ' if zipped else ''}{one_line(e, 160)}"
+
+
 def clean_stale_tmp(folder: str | os.PathLike, names: Iterable[str] | None = None) -> list[Path]:
     """Remove leftovers of killed atomic writes (`.NAME.*.tmp`) in folder; with `names`, only those files'."""
     folder = Path(folder)
@@ -55,8 +68,8 @@ def load_checkpoint(path: str | os.PathLike, fmt: str, what: str = "training",
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch's errors do not name the file and span many lines
-        raise ValueError(f"{path}: not a readable {what} checkpoint ({one_line(e)}); delete it to start the run "
-                         f"over") from None
+        raise ValueError(f"{path}: not a readable {what} checkpoint ({torch_load_reason(path, e)}); delete it to "
+                         f"start the run over") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: not a partseg {what} checkpoint (format {found!r}, expected {fmt!r})")

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_path
+from .runs import one_line
 
 
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Path:
@@ -36,7 +37,7 @@ def read_safetensors(path: str | os.PathLike, fmt: str, what: str,
             meta = f.metadata() or {}
             sd = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - safetensors' own errors do not name the file
-        raise error(f"{path}: not a readable safetensors file ({e})") from e
+        raise error(f"{path}: not a readable safetensors file ({one_line(e)})") from None
     if meta.get("format") != fmt:
         raise error(f"{path}: not a partseg {what} (metadata 'format' is {meta.get('format')!r}, expected {fmt!r})")
     return meta, sd

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..runs import torch_load_reason
 from ..weights_io import read_safetensors, write_safetensors
 from .rosinality import CheckpointFormatError, convert_rosinality, looks_like_rosinality
 from .stylegan2 import Generator, GeneratorConfig
@@ -87,7 +88,8 @@ def _torch_load(path: Path) -> dict:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - re-raised with the file named
-            raise CheckpointFormatError(f"{path}: not a loadable torch checkpoint with plain tensors ({e})") from e
+            raise CheckpointFormatError(f"{path}: not a loadable torch checkpoint with plain tensors "
+                                        f"({torch_load_reason(path, e)})") from None
     if not isinstance(obj, dict):
         raise CheckpointFormatError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     return obj

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_torch_save, atomic_write_text
 from ..distributed import Dist
+from ..runs import load_checkpoint
 from .checkpoints import TRAIN_FORMAT, save_generator
 from .data import ImageFolder, infinite_batches
 from .sampling import image_grid, save_png
@@ -199,9 +200,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
     ckpt_path = run / CHECKPOINT
     resumed = ckpt_path.exists()
     if resumed:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt.get("format") != TRAIN_FORMAT:
-            raise ValueError(f"{ckpt_path}: not a partseg GAN training checkpoint")
+        ckpt = load_checkpoint(ckpt_path, TRAIN_FORMAT, "GAN training", device)  # one-line errors naming it
         bad = _config_mismatch(ckpt["train_config"], cfg)
         if bad:
             raise ValueError(f"{run} holds a run with different settings ({'; '.join(bad)}); use a new --out "
