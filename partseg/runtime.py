@@ -303,18 +303,35 @@ class Segmenter:
         if isinstance(images, np.ndarray) and images.ndim == 4:
             images = list(images)
         self._check(images)
-        out: list[torch.Tensor | None] = [None] * len(images)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            groups.setdefault(self._network_size(*im.shape[:2]), []).append(i)
+        net = self.run_prepared([self.prepare(im) for im in images])
+        return [self._finish(torch.from_numpy(y), *im.shape[:2]) for y, im in zip(net, images, strict=True)]
+
+    # The three steps of `logits`, public so that a service can run the pre- and post-processing next to the upload
+    # and send the network only network-size inputs (its cost per image then no longer depends on the upload).
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """uint8 RGB [H, W, 3] -> the network's float32 input [3, H', W'] (resized and/or padded)."""
+        self._check([image])
+        return self._prepare(image).numpy()
+
+    def run_prepared(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Network inputs from `prepare` -> float32 logits [K, H', W'] each; inputs of one size share a batch."""
+        out: list[np.ndarray | None] = [None] * len(inputs)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, x in enumerate(inputs):
+            groups.setdefault(tuple(x.shape), []).append(i)
         for idx in groups.values():
             for j in range(0, len(idx), self.max_batch):
                 chunk = idx[j:j + self.max_batch]
-                x = torch.stack([self._prepare(images[i]) for i in chunk]).numpy()
-                y = torch.from_numpy(np.asarray(self.backend.run(x), dtype=np.float32))
+                y = np.asarray(self.backend.run(np.stack([inputs[i] for i in chunk])), dtype=np.float32)
                 for i, lg in zip(chunk, y, strict=True):
-                    out[i] = self._finish(lg, *images[i].shape[:2])
+                    out[i] = lg
         return out  # type: ignore[return-value]
+
+    def finish(self, logits: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Network logits [K, H', W'] from `run_prepared` -> the uint8 index mask [height, width]."""
+        return self._finish(torch.from_numpy(np.asarray(logits, dtype=np.float32)), height, width).argmax(0).to(
+            torch.uint8).numpy()
 
     def predict(self, images: Sequence[np.ndarray], return_probs: bool = False
                 ) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:

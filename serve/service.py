@@ -21,7 +21,7 @@ import aiohttp
 import bentoml
 import numpy as np
 import prometheus_client
-from bentoml.exceptions import BadInput
+from bentoml.exceptions import BadInput, BentoMLException
 from bentoml.validators import ContentType
 from PIL import Image as PILImage
 from pydantic import BaseModel, BeforeValidator, Field
@@ -49,8 +49,8 @@ def _remember_type(value: Any) -> Any:
 ImageUpload = Annotated[Path, BeforeValidator(_remember_type),
                         Field(description="The image file (PNG, JPEG, WebP, BMP, TIFF or GIF), sent as the "
                                           "multipart/form-data field 'image'.")]
-INFO_KEYS = ("max_batch_size", "max_latency_ms", "max_pixels", "max_upload_mb", "inversion_steps",
-             "inversion_max_pixels", "inversion_timeout_s")
+INFO_KEYS = ("max_batch_size", "max_latency_ms", "max_pixels", "max_upload_mb", "max_side", "max_aspect",
+             "max_queue", "retry_after_s", "inversion_steps", "inversion_max_pixels", "inversion_timeout_s")
 PNG = Annotated[PILImage.Image, ContentType("image/png")]
 
 
@@ -101,9 +101,11 @@ class Info(BaseModel):
                  runner_connection={"max_requests": 2**62, "max_age": 1e12},
                  **({"resources": {"gpu": 1}} if GPU else {}))
 class SegmenterModel:
-    """The network: lists of uint8 RGB arrays in, uint8 class-index masks out. Requests from concurrent callers
-    are merged into one call (BentoML's adaptive batching); Segmenter groups the images by padded size inside,
-    so each mask is the same whatever shared its batch."""
+    """The network: network-size float32 inputs in (Segmenter.prepare, done by the front), float32 logits out.
+    Requests from concurrent callers are merged into one call (BentoML's adaptive batching). The resizing to and
+    from the upload's size happens in the front, so a call's cost depends only on how many images it holds: BentoML
+    sizes its queue from past calls (duration = a * n + b) and refuses requests (503) it expects to miss
+    PARTSEG_MAX_LATENCY_MS, and calls slowed by resizing large uploads made it refuse far too early."""
 
     bundle_ref = bentoml.models.BentoModel(CFG.model_tag)
 
@@ -113,11 +115,13 @@ class SegmenterModel:
         self.batch_hist = prometheus_client.Histogram(
             serving.BATCH_METRIC, "Images per backend call of the partseg model service",
             buckets=serving.batch_buckets(CFG.max_batch_size))
+        seg = self.loaded.segmenter
+        seg.run_prepared([seg.prepare(np.zeros((64, 64, 3), np.uint8))])  # first-run costs before the first request
 
     @bentoml.api(**BATCH)
-    def segment(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        self.batch_hist.observe(len(images))
-        return self.loaded.segmenter.predict(images)
+    def segment(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        self.batch_hist.observe(len(inputs))
+        return self.loaded.segmenter.run_prepared(inputs)
 
     @bentoml.api
     def describe(self) -> dict[str, Any]:
@@ -147,7 +151,8 @@ _refuse_url_fields()
 
 
 def _error(e: serving.RequestError) -> JSONResponse:
-    return JSONResponse({"error": e.message, "status": int(e.status)}, status_code=int(e.status))
+    return JSONResponse({"error": e.message, "status": int(e.status)}, status_code=int(e.status))  # the guard adds
+    # Retry-After to a 503
 
 
 @bentoml.service(name="partseg", workers=1,
@@ -159,8 +164,16 @@ class Segmenter:
     bundle_ref = bentoml.models.BentoModel(CFG.model_tag)
 
     def __init__(self) -> None:
+        import torch
+
+        from partseg.runtime import ModelInfo
+        from partseg.runtime import Segmenter as Runtime
+
         self.bundle = serving.Bundle.open(self.bundle_ref.path)
         self.labels = self.bundle.labels
+        torch.set_num_threads(1)  # pre/post-processing runs in the thread pool, one request per thread
+        info = ModelInfo.from_metadata(self.bundle.info, str(self.bundle.root))
+        self.runtime = Runtime(None, info)  # type: ignore[arg-type] - its pre/post-processing only; no backend here
         serving.install_pixel_limit(max(CFG.max_pixels, CFG.inversion_max_pixels if CFG.inversion else 0))
         self._described: dict[str, Any] | None = None
         self.inversion: serving.InversionRunner | None = None
@@ -177,14 +190,26 @@ class Segmenter:
         """The upload as uint8 RGB, or a RequestError (content type, emptiness, size, decodability)."""
         serving.check_content_type(_UPLOAD_TYPE.get())
         data = await asyncio.to_thread(Path(image).read_bytes)
-        return await asyncio.to_thread(serving.decode_image, data, max_pixels, CFG.max_upload_bytes, "the upload")
+        return await asyncio.to_thread(serving.decode_image, data, max_pixels, CFG.max_upload_bytes, "the upload",
+                                       CFG.max_side, CFG.max_aspect)
 
     async def _mask(self, arr: np.ndarray) -> np.ndarray:
+        """The runtime's mask: resized to the network size here, run by the model service, resized back here.
+        A model service that is down (killed, restarting) is a 503 with Retry-After, not a 500."""
+        x = np.ascontiguousarray(await asyncio.to_thread(self.runtime.prepare, arr))
         try:
-            return (await self.model.to_async.segment([arr]))[0]
-        except aiohttp.ClientConnectionError as e:  # a pooled connection the model service had already closed
-            logger.warning("partseg: model-service connection dropped (%s); retrying once", e)
-            return (await self.model.to_async.segment([arr]))[0]
+            try:
+                logits = (await self.model.to_async.segment([x]))[0]
+            except aiohttp.ClientConnectionError as e:  # a pooled connection the model service had closed
+                logger.warning("partseg: model-service connection dropped (%s); retrying once", e)
+                logits = (await self.model.to_async.segment([x]))[0]
+        except (aiohttp.ClientError, BentoMLException) as e:
+            if isinstance(e, BentoMLException) and int(getattr(e, "error_code", 500)) < 500:
+                raise
+            logger.warning("partseg: the model service did not answer (%s)", e)
+            raise serving.Unavailable(f"the model service is not answering ({type(e).__name__}); it is restarted "
+                                      f"automatically when it dies; retry after {CFG.retry_after_s} s") from None
+        return await asyncio.to_thread(self.runtime.finish, logits, *arr.shape[:2])
 
     async def _backend(self) -> dict[str, Any]:
         if self._described is None:
@@ -198,9 +223,9 @@ class Segmenter:
         the pixel or size limit (decompression bombs included), 415 a content type that is not an image."""
         try:
             arr = await self._image(image, CFG.max_pixels)
+            mask = await self._mask(arr)
         except serving.RequestError as e:
             return _error(e)
-        mask = await self._mask(arr)
         png = await asyncio.to_thread(serving.mask_png, mask, self.labels)
         return Response(png, media_type="image/png")
 
@@ -214,9 +239,9 @@ class Segmenter:
         Errors as for /predict (400, 413, 415)."""
         try:
             arr = await self._image(image, CFG.max_pixels)
+            mask = await self._mask(arr)
         except serving.RequestError as e:
             return _error(e)
-        mask = await self._mask(arr)
         desc = await self._backend()
         d = await asyncio.to_thread(serving.prediction_json, mask, self.labels, desc["backend"], desc["model"], rle)
         return Prediction.model_validate(d)
@@ -229,9 +254,9 @@ class Segmenter:
         """The image blended with its class colours, as an RGB PNG. Errors as for /predict (400, 413, 415)."""
         try:
             arr = await self._image(image, CFG.max_pixels)
+            mask = await self._mask(arr)
         except serving.RequestError as e:
             return _error(e)
-        mask = await self._mask(arr)
 
         def render() -> bytes:
             return serving.rgb_png(self.labels.overlay(arr, mask, alpha))
@@ -285,3 +310,52 @@ class Segmenter:
     def _close(self) -> None:
         if self.inversion is not None:
             self.inversion.close()
+
+
+# ------------------------------------------------------------------------------------------------ the guard
+
+ENDPOINTS = {  # what each endpoint takes; the guard refuses anything else before BentoML parses it
+    "/predict": serving.Endpoint(serving.FormSpec("image", {})),
+    "/predict_json": serving.Endpoint(serving.FormSpec("image", {"rle": "bool"})),
+    "/overlay": serving.Endpoint(serving.FormSpec("image", {"alpha": "unit"})),
+    "/predict_inversion": serving.Endpoint(serving.FormSpec("image", {})),
+    "/info": serving.Endpoint(None),
+}
+PASSTHROUGH = frozenset({"/", "/livez", "/healthz", "/readyz", "/metrics", "/schema.json"})  # BentoML's own
+PASSTHROUGH_PREFIXES = ("/static_content/", "/assets/")
+IMAGE_ERRORS = [400, 405, 408, 413, 415, 422, 503, 504]
+STATUSES = {"/predict": IMAGE_ERRORS, "/predict_json": IMAGE_ERRORS, "/overlay": IMAGE_ERRORS,
+            "/predict_inversion": sorted([*IMAGE_ERRORS, 404, 500]), "/info": [400, 405, 408, 413, 503, 504],
+            "/readyz": [503]}
+ADMISSION = serving.Admission(CFG.max_queue)
+
+
+def _install_guard() -> None:
+    """Wrap the front service's ASGI app (built by BentoML's ServiceAppFactory) in serving.Guard, outside all of
+    BentoML's layers; the model service, reached only by the front, is left as it is."""
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    routes = {api.route for api in Segmenter.apis.values()}
+    if routes != set(ENDPOINTS):
+        raise RuntimeError(f"serve/service.py: ENDPOINTS {sorted(ENDPOINTS)} differ from the API routes "
+                           f"{sorted(routes)}: say what each endpoint takes")
+    if bentoml.__version__ != serving.guard.GUARDED_BENTOML:
+        logger.warning("partseg: BentoML %s, the guard was checked against %s; run tests/test_serve_guard.py",
+                       bentoml.__version__, serving.guard.GUARDED_BENTOML)
+    build = ServiceAppFactory.__call__
+    if getattr(build, "partseg_guard", False):
+        return
+
+    def guarded(factory: ServiceAppFactory) -> Any:
+        app = build(factory)
+        if factory.service.name != Segmenter.name:
+            return app
+        return serving.Guard(app, ENDPOINTS, PASSTHROUGH, PASSTHROUGH_PREFIXES, CFG.max_upload_bytes, ADMISSION,
+                             CFG.retry_after_s, spec=lambda: serving.patch_spec(factory.service.openapi_spec.asdict(),
+                                                                                STATUSES))
+
+    guarded.partseg_guard = True  # type: ignore[attr-defined]
+    ServiceAppFactory.__call__ = guarded  # type: ignore[method-assign]
+
+
+_install_guard()

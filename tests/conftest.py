@@ -51,3 +51,8 @@ def tiny_G() -> Generator:
             if name.endswith("noise_strength") or name.endswith(".bias"):
                 p.add_(0.1 * torch.randn_like(p))
     return G
+
+
+# The HTTP-service fixtures (serve_built, serve_server, serve_reference), session-scoped so that every
+# tests/test_serve*.py module shares one real server.
+from tests.serve_support import serve_built, serve_reference, serve_server  # noqa: E402, F401

@@ -10,17 +10,10 @@ tested without a server.
 from __future__ import annotations
 
 import io
-import os
-import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -32,172 +25,25 @@ from partseg import serving
 from partseg.annotations import decode_coco_rle
 from partseg.labels import FACES
 from partseg.runtime import Segmenter
-from partseg.unet import UNet, UNetConfig, save_unet
+from tests.serve_support import MAX_PIXELS, ROOT, bomb_png, cli, mask_of, png, sample_images, server_env, start, stop
 
-ROOT = Path(__file__).resolve().parents[1]
-MAX_PIXELS = 200_000  # the test server's pixel limit
-SIZES = [(64, 64), (50, 70)]
+# ------------------------------------------------------------------------------------------------ the serve_server
 
 
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", "OMP_NUM_THREADS": "1",
-            "PARTSEG_THREADS": "1", "PYTHONPATH": str(ROOT), **extra}
-
-
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "partseg.cli", *args], env=env, cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen
-    log: Path
-
-    def post(self, route: str, files=None, data=None, **kw) -> httpx.Response:
-        return httpx.post(self.url + route, files=files, data=data, timeout=60, **kw)
-
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def _start(env: dict[str, str], log: Path, timeout: float = 60) -> Server:
-    port = _free_port()
-    out = open(log, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "partseg.cli", "serve", "start", "--port", str(port)], env=env,
-                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    out.close()
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if proc.poll() is not None:
-            _stop(server)
-            pytest.fail(f"the server exited with {proc.returncode}:\n{server.logs()}")
-        try:
-            if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    _stop(server)
-    pytest.fail(f"the server was not ready within {timeout} s:\n{server.logs()}")
-
-
-def _stop(server: Server) -> None:
-    """SIGTERM to `partseg serve start` (it forwards it to BentoML), then SIGKILL whatever is left of the process
-    group this test started (new session: the group holds only the server's processes)."""
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(server.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    server.proc.wait(timeout=10)
-
-
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _images() -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    out = []
-    for h, w in SIZES:
-        yy, xx = np.mgrid[:h, :w]
-        ramp = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (h + w)], -1).astype(np.uint8)
-        out += [rng.integers(0, 256, (h, w, 3), dtype=np.uint8), ramp]
-    return out
-
-
-def _mask_of(resp: httpx.Response) -> np.ndarray:
-    assert resp.status_code == 200, resp.text
-    assert resp.headers["content-type"] == "image/png"
-    im = Image.open(io.BytesIO(resp.content))
-    assert im.mode == "P" and im.getpalette()[:3 * len(FACES)] == FACES.palette()[:3 * len(FACES)]
-    return np.asarray(im)
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _bomb_png(side: int = 100_000) -> bytes:
-    """A valid PNG header declaring side x side pixels (10^10): a few bytes claiming 30 GB of pixels."""
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + \
-        _chunk(b"IEND", b"")
-
-
-# ------------------------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """A tiny 10-class UNet (FACES labels, trained size 64) exported to ONNX and packaged into a fresh store."""
-    from export.onnx import export_onnx
-
-    tmp = tmp_path_factory.mktemp("serve")
-    torch.manual_seed(0)
-    model = UNet(UNetConfig(num_classes=10, channels=[8, 16, 32, 64]))
-    with torch.no_grad():  # untrained UNets answer one class everywhere; spread the logits so masks vary
-        model.head.weight.mul_(20)
-        model.head.bias.normal_(0, 0.5)
-    save_unet(model, tmp / "unet.safetensors", FACES, extra={"train_resolution": "64"})
-    export_onnx(tmp / "unet.safetensors", tmp / "model.onnx")
-    home = tmp / "bentoml"
-    r = _cli("serve", "package", str(tmp / "model.onnx"), "--name", "partseg-segmenter", env=_env(home))
-    assert "saved partseg-segmenter:" in r.stdout
-    return tmp, home
-
-
-@pytest.fixture(scope="module")
-def server(built):
-    tmp, home = built
-    s = _start(_env(home, PARTSEG_MAX_PIXELS=str(MAX_PIXELS), PARTSEG_MAX_BATCH_SIZE="16"), tmp / "server.log")
-    yield s
-    _stop(s)
-
-
-@pytest.fixture(scope="module")
-def reference(built) -> Segmenter:
-    return Segmenter.load(built[0] / "model.onnx")
-
-
-# ------------------------------------------------------------------------------------------------ the server
-
-
-def test_masks_equal_the_runtime(server, reference):
-    images = _images()
-    expected = reference.predict(images)
+def test_masks_equal_the_runtime(serve_server, serve_reference):
+    images = sample_images()
+    expected = serve_reference.predict(images)
     for img, exp in zip(images, expected, strict=True):
-        got = _mask_of(server.post("/predict", files={"image": ("x.png", _png(img), "image/png")}))
+        got = mask_of(serve_server.post("/predict", files={"image": ("x.png", png(img), "image/png")}))
         assert got.shape == img.shape[:2]
         np.testing.assert_array_equal(got, exp)
     assert any(len(np.unique(m)) > 1 for m in expected)  # the comparison is not vacuous
 
 
-def test_predict_json_counts_and_rle(server, reference):
-    img = _images()[3]  # 50 x 70
-    mask = reference.predict([img])[0]
-    r = server.post("/predict_json", files={"image": ("x.png", _png(img), "image/png")}, data={"rle": "true"})
+def test_predict_json_counts_and_rle(serve_server, serve_reference):
+    img = sample_images()[3]  # 50 x 70
+    mask = serve_reference.predict([img])[0]
+    r = serve_server.post("/predict_json", files={"image": ("x.png", png(img), "image/png")}, data={"rle": "true"})
     assert r.status_code == 200, r.text
     d = r.json()
     assert (d["width"], d["height"]) == (70, 50)
@@ -209,30 +55,30 @@ def test_predict_json_counts_and_rle(server, reference):
         assert c["fraction"] == pytest.approx(c["pixels"] / (50 * 70), abs=1e-6)
         assert c["rle"]["size"] == [50, 70]
         np.testing.assert_array_equal(decode_coco_rle(c["rle"]["counts"], 50, 70), mask == c["index"])
-    plain = server.post("/predict_json", files={"image": ("x.png", _png(img), "image/png")}).json()
+    plain = serve_server.post("/predict_json", files={"image": ("x.png", png(img), "image/png")}).json()
     assert all(c["rle"] is None for c in plain["classes"]) and plain["rle_format"] is None
 
 
-def test_overlay(server, reference):
-    img = _images()[0]
-    r = server.post("/overlay", files={"image": ("x.png", _png(img), "image/png")}, data={"alpha": "0.3"})
+def test_overlay(serve_server, serve_reference):
+    img = sample_images()[0]
+    r = serve_server.post("/overlay", files={"image": ("x.png", png(img), "image/png")}, data={"alpha": "0.3"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
     got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
-    np.testing.assert_array_equal(got, FACES.overlay(img, reference.predict([img])[0], alpha=0.3))
+    np.testing.assert_array_equal(got, FACES.overlay(img, serve_reference.predict([img])[0], alpha=0.3))
 
 
 def _truncated() -> bytes:
-    return _png(_images()[0])[:300]
+    return png(sample_images()[0])[:300]
 
 
 BAD = {  # name: (multipart files, form data, expected status, words in the message)
     "not an image": ({"image": ("x.png", b"hello, I am text", "image/png")}, None, 400, "not an image"),
     "truncated": ({"image": ("x.png", _truncated(), "image/png")}, None, 400, "truncated"),
     "empty": ({"image": ("x.png", b"", "image/png")}, None, 400, "empty"),
-    "over the pixel limit": ({"image": ("x.png", _png(np.zeros((500, 500, 3), np.uint8)), "image/png")}, None, 413,
+    "over the pixel limit": ({"image": ("x.png", png(np.zeros((500, 500, 3), np.uint8)), "image/png")}, None, 413,
                              "limit"),
-    "decompression bomb": ({"image": ("x.png", _bomb_png(), "image/png")}, None, 413, "pixels"),
-    "wrong content type": ({"image": ("x.txt", _png(np.zeros((8, 8, 3), np.uint8)), "text/plain")}, None, 415,
+    "decompression bomb": ({"image": ("x.png", bomb_png(), "image/png")}, None, 413, "pixels"),
+    "wrong content type": ({"image": ("x.txt", png(np.zeros((8, 8, 3), np.uint8)), "text/plain")}, None, 415,
                            "content type"),
     "url instead of a file": (None, {"image": "http://10.1.2.3/face.png"}, 400, "uploaded file"),
     "no image field": (None, {"alpha": "0.5"}, 400, "image"),
@@ -240,53 +86,53 @@ BAD = {  # name: (multipart files, form data, expected status, words in the mess
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_a_4xx_and_the_server_keeps_serving(server, case):
+def test_bad_input_is_a_4xx_and_the_server_keeps_serving(serve_server, case):
     files, data, status, words = BAD[case]
-    r = server.post("/predict", files=files, data=data)
+    r = serve_server.post("/predict", files=files, data=data)
     assert r.status_code == status, r.text
     assert words in r.text
-    ok = server.post("/predict", files={"image": ("x.png", _png(_images()[0]), "image/png")})
+    ok = serve_server.post("/predict", files={"image": ("x.png", png(sample_images()[0]), "image/png")})
     assert ok.status_code == 200
 
 
-def test_octet_stream_uploads_are_sniffed(server):
-    r = server.post("/predict", files={"image": ("x.bin", _png(_images()[1]), "application/octet-stream")})
+def test_octet_stream_uploads_are_sniffed(serve_server):
+    r = serve_server.post("/predict", files={"image": ("x.bin", png(sample_images()[1]), "application/octet-stream")})
     assert r.status_code == 200
 
 
-def test_inversion_is_a_404_when_disabled(server):
-    r = server.post("/predict_inversion", files={"image": ("x.png", _png(_images()[0]), "image/png")})
+def test_inversion_is_a_404_when_disabled(serve_server):
+    r = serve_server.post("/predict_inversion", files={"image": ("x.png", png(sample_images()[0]), "image/png")})
     assert r.status_code == 404 and "disabled" in r.json()["error"]
 
 
-def test_concurrent_requests_are_batched(server, reference):
-    images = _images()
-    expected = reference.predict(images)
-    bodies = [_png(im) for im in images]
+def test_concurrent_requests_are_batched(serve_server, serve_reference):
+    images = sample_images()
+    expected = serve_reference.predict(images)
+    bodies = [png(im) for im in images]
 
     def one(i: int) -> tuple[int, np.ndarray]:
         k = i % len(images)
-        return k, _mask_of(server.post("/predict", files={"image": ("x.png", bodies[k], "image/png")}))
+        return k, mask_of(serve_server.post("/predict", files={"image": ("x.png", bodies[k], "image/png")}))
 
     with ThreadPoolExecutor(32) as pool:  # 4 waves of 32: past BentoML's 100-request client-pool refresh too
         results = list(pool.map(one, range(4 * 32)))
     assert len(results) == 4 * 32
     for k, mask in results:  # batch mates of other sizes do not change a mask
         np.testing.assert_array_equal(mask, expected[k])
-    metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    metrics = httpx.get(serve_server.url + "/metrics", timeout=10).text
     for name in (serving.BENTOML_BATCH_METRIC, serving.BATCH_METRIC):
         counts = serving.histogram_counts(metrics, name)
         assert counts, f"{name} missing from /metrics"
         assert counts[float("inf")] > counts[1.0], f"{name}: no batch larger than 1: {counts}"
 
 
-def test_health_info_and_openapi(server):
+def test_health_info_and_openapi(serve_server):
     for route in ("/readyz", "/livez"):
-        assert httpx.get(server.url + route, timeout=10).status_code == 200
-    info = server.post("/info", json={}).json()
+        assert httpx.get(serve_server.url + route, timeout=10).status_code == 200
+    info = serve_server.post("/info", json={}).json()
     assert info["backend"] == "onnxruntime-cpu" and info["config"]["max_pixels"] == MAX_PIXELS
     assert [c["name"] for c in info["classes"]] == list(FACES.names) and info["inversion"] is False
-    spec = httpx.get(server.url + "/docs.json", timeout=10).json()
+    spec = httpx.get(serve_server.url + "/docs.json", timeout=10).json()
     for route in ("/predict", "/predict_json", "/overlay", "/predict_inversion"):
         post = spec["paths"][route]["post"]
         body = post["requestBody"]["content"]["multipart/form-data"]["schema"]
@@ -296,23 +142,23 @@ def test_health_info_and_openapi(server):
     assert "pixels" in str(spec["components"]) and out
 
 
-def test_bentoml_build(built):
-    tmp, home = built
-    r = subprocess.run([sys.executable, "-m", "bentoml", "build"], cwd=ROOT, env=_env(home), capture_output=True,
+def test_bentoml_build(serve_built):
+    tmp, home = serve_built
+    r = subprocess.run([sys.executable, "-m", "bentoml", "build"], cwd=ROOT, env=server_env(home), capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     bento = next((home / "bentos" / "partseg").glob("*/bento.yaml"))
     text = bento.read_text()
     assert "partseg-segmenter:" in text and "partseg-model" in text
     assert (bento.parent / "src" / "serve" / "service.py").is_file()
-    assert (bento.parent / "src" / "partseg" / "serving.py").is_file()
+    assert (bento.parent / "src" / "partseg" / "serving" / "guard.py").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ inversion
 
 
 @pytest.fixture(scope="module")
-def inversion_kit(built, tmp_path_factory):
+def inversion_kit(serve_built, tmp_path_factory):
     """A tiny 32 px generator and an MLP head with the FACES classes trained for a few steps on its samples."""
     from partseg.dataset import write_sample_set
     from partseg.fewshot import FewShotConfig, load_shots, train_head
@@ -337,7 +183,7 @@ def test_inversion_runner_times_out_then_recovers(inversion_kit):
     runner = serving.InversionRunner(gan, head, threads=1)
     try:
         runner.start(timeout=60)
-        img = _images()[3]
+        img = sample_images()[3]
         t0 = time.monotonic()
         with pytest.raises(serving.InversionTimeout):
             runner.run(img, steps=10**7, timeout=1.0)
@@ -349,25 +195,25 @@ def test_inversion_runner_times_out_then_recovers(inversion_kit):
         runner.close()
 
 
-def test_inversion_endpoint_when_enabled(built, inversion_kit):
-    tmp, home = built
+def test_inversion_endpoint_when_enabled(serve_built, inversion_kit):
+    tmp, home = serve_built
     gan, head = inversion_kit
-    _cli("serve", "package", str(tmp / "model.onnx"), "--name", "partseg-inv", "--gan", str(gan), "--head",
-         str(head), env=_env(home))
-    s = _start(_env(home, PARTSEG_MODEL="partseg-inv", PARTSEG_INVERSION="1", PARTSEG_INVERSION_STEPS="3",
-                    PARTSEG_MAX_BATCH_SIZE="1"), tmp / "inversion-server.log")
+    cli("serve", "package", str(tmp / "model.onnx"), "--name", "partseg-inv", "--gan", str(gan), "--head",
+         str(head), env=server_env(home))
+    s = start(server_env(home, PARTSEG_MODEL="partseg-inv", PARTSEG_INVERSION="1", PARTSEG_INVERSION_STEPS="3",
+                    PARTSEG_MAX_BATCH_SIZE="1"), tmp / "inversion-serve_server.log")
     try:
-        img = _images()[2]  # 50 x 70
-        r = s.post("/predict_inversion", files={"image": ("x.png", _png(img), "image/png")})
-        mask = _mask_of(r)
+        img = sample_images()[2]  # 50 x 70
+        r = s.post("/predict_inversion", files={"image": ("x.png", png(img), "image/png")})
+        mask = mask_of(r)
         assert mask.shape == (50, 70) and (mask[:, :10] == 255).all() and (mask[:, 10:60] < 10).all()
         assert float(r.headers["x-inversion-psnr-db"]) > 0 and r.headers["x-inversion-steps"] == "3"
         bad = s.post("/predict_inversion", files={"image": ("x.png", b"nope", "image/png")})
         assert bad.status_code == 400
-        assert s.post("/predict", files={"image": ("x.png", _png(img), "image/png")}).status_code == 200
+        assert s.post("/predict", files={"image": ("x.png", png(img), "image/png")}).status_code == 200
         assert s.post("/info", json={}).json()["inversion"] is True
     finally:
-        _stop(s)
+        stop(s)
 
 
 # ------------------------------------------------------------------------------------------------ library
@@ -406,8 +252,8 @@ def test_config_from_env_and_toml(tmp_path):
         serving.ServeConfig.from_env({"PARTSEG_SERVE_CONFIG": str(tmp_path / "bad.toml")})
 
 
-def test_bundle_backend_order_and_fallback(built, tmp_path):
-    tmp, _ = built
+def test_bundle_backend_order_and_fallback(serve_built, tmp_path):
+    tmp, _ = serve_built
     bundle = serving.stage_bundle([tmp / "unet.safetensors", tmp / "model.onnx"], tmp_path / "b")
     assert [a.kind for a in bundle.artefacts] == ["onnxruntime", "torch"] and bundle.labels == FACES
     cfg = serving.ServeConfig(threads=1)
@@ -417,22 +263,22 @@ def test_bundle_backend_order_and_fallback(built, tmp_path):
     (tmp_path / "b" / "model.onnx").write_bytes(b"broken")  # a file that no longer loads: the next one serves
     loaded = serving.load_segmenter(serving.Bundle.open(tmp_path / "b"), cfg, gpu=False)
     assert loaded.backend.startswith("torch-cpu") and "model.onnx" in loaded.skipped[0]
-    img = _images()[3]
+    img = sample_images()[3]
     ref = Segmenter.load(tmp / "model.onnx").predict([img])[0]
     assert (loaded.segmenter.predict([img])[0] == ref).mean() > 0.999
     with pytest.raises(ValueError, match="only"):
         serving.load_segmenter(bundle, serving.ServeConfig(backend="tensorrt"), gpu=False)
     with pytest.raises(ValueError, match="unknown model file type"):
-        serving.stage_bundle([tmp / "server.log"], tmp_path / "c")
+        serving.stage_bundle([tmp / "serve_server.log"], tmp_path / "c")
     with pytest.raises(ValueError, match="both"):
         serving.stage_bundle([tmp / "model.onnx"], tmp_path / "d", gan="builtin:faces64")
 
 
-def test_a_tensorrt_engine_is_packaged_with_its_sidecar_and_skipped_without_a_gpu(built, tmp_path):
+def test_a_tensorrt_engine_is_packaged_with_its_sidecar_and_skipped_without_a_gpu(serve_built, tmp_path):
     from partseg.runtime import read_onnx_info
     from partseg.tensorrt_runtime import EngineInfo, write_engine_info
 
-    tmp, _ = built
+    tmp, _ = serve_built
     plan = tmp_path / "faces.plan"
     plan.write_bytes(b"not really an engine")  # never loaded here: no GPU
     write_engine_info(plan, EngineInfo(read_onnx_info(tmp / "model.onnx"), "10.0", "test GPU", (1, 3, 8, 8),
@@ -445,15 +291,15 @@ def test_a_tensorrt_engine_is_packaged_with_its_sidecar_and_skipped_without_a_gp
 
 
 def test_decode_image_limits_and_formats():
-    img = _images()[1]
-    np.testing.assert_array_equal(serving.decode_image(_png(img), 10**6), img)
+    img = sample_images()[1]
+    np.testing.assert_array_equal(serving.decode_image(png(img), 10**6), img)
     rgba = io.BytesIO()
     Image.fromarray(np.dstack([img, np.full(img.shape[:2], 7, np.uint8)])).save(rgba, format="PNG")
     np.testing.assert_array_equal(serving.decode_image(rgba.getvalue(), 10**6), img)
     with pytest.raises(serving.TooLarge):
-        serving.decode_image(_png(img), 64 * 64 - 1)
+        serving.decode_image(png(img), 64 * 64 - 1)
     with pytest.raises(serving.TooLarge):
-        serving.decode_image(_png(img), 10**6, max_bytes=10)
+        serving.decode_image(png(img), 10**6, max_bytes=10)
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
     with pytest.raises(serving.RequestError, match="not an image"):
         serving.decode_image(eps, 10**6)  # formats Pillow would hand to Ghostscript are never opened
