@@ -196,13 +196,19 @@ def annotate_import(
 
     try:
         part_map = json.loads(mapping.read_text()) if mapping is not None else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        _fail(f"{mapping}: not valid JSON ({e}); expected {{\"CelebAMask-HQ part\": \"class name\" or null}}")
+    if part_map is not None and not isinstance(part_map, dict):
+        _fail(f"{mapping}: expected a JSON object {{\"CelebAMask-HQ part\": \"class name\" or null}}, got "
+              f"{type(part_map).__name__}")
+    try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             path = import_annotations(src, fmt, labels, out, kit, images=images, unlabelled=unlabelled,
                                       overlap=overlap, allow_real=allow_real, skip_empty=skip_empty,
                                       mapping=part_map, overwrite=overwrite)
-    except (AnnotationError, json.JSONDecodeError) as e:
-        _fail(str(e))
+    except AnnotationError as e:
+        _fail(f"{mapping}: {e}" if mapping is not None and str(e).startswith("CelebAMask-HQ mapping") else str(e))
     for w in caught:
         typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
     n_masks = len(list((path / "masks").glob("*.png")))
