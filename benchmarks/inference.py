@@ -17,6 +17,7 @@ UNet of the distillation default ([16, 32, 64, 128]) instead (speed does not dep
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -69,17 +70,20 @@ def backends(unet_path: Path, onnx_path: Path, gpu: bool, compile_: bool, thread
     model, _ = load_unet(unet_path)
     info = read_onnx_info(onnx_path)
     folded = fold_batchnorm(model)
+
+    def fresh() -> torch.nn.Module:  # TorchBackend moves and converts its module in place: one copy per backend
+        return copy.deepcopy(folded)
     out: dict[str, Segmenter] = {}
 
     def add(be) -> None:
         out[be.name] = Segmenter(be, info, input_size=None, max_batch=64)
 
     if gpu:
-        add(TorchBackend(folded, "cuda"))
-        add(TorchBackend(folded, "cuda", dtype=torch.float16, channels_last=True))
-        add(TorchBackend(folded, "cuda", dtype=torch.bfloat16, channels_last=True))
+        add(TorchBackend(fresh(), "cuda"))
+        add(TorchBackend(fresh(), "cuda", dtype=torch.float16, channels_last=True))
+        add(TorchBackend(fresh(), "cuda", dtype=torch.bfloat16, channels_last=True))
         if compile_:
-            add(TorchBackend(folded, "cuda", compile=True))
+            add(TorchBackend(fresh(), "cuda", compile=True))
         add(OnnxRuntimeBackend(onnx_path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]))
         try:
             import tensorrt  # noqa: F401
@@ -93,10 +97,10 @@ def backends(unet_path: Path, onnx_path: Path, gpu: bool, compile_: bool, thread
         except ImportError as e:
             print(f"TensorRT engine skipped: {e}")
     else:
-        add(TorchBackend(folded))
-        add(TorchBackend(folded, channels_last=True))
+        add(TorchBackend(fresh()))
+        add(TorchBackend(fresh(), channels_last=True))
         if compile_:
-            add(TorchBackend(folded, compile=True))
+            add(TorchBackend(fresh(), compile=True))
         add(OnnxRuntimeBackend(onnx_path, providers=["CPUExecutionProvider"], threads=threads))
         if int8_path is not None:
             be = OnnxRuntimeBackend(int8_path, providers=["CPUExecutionProvider"], threads=threads)

@@ -34,12 +34,12 @@ from partseg.runtime import OnnxRuntimeBackend, OrtSettings  # noqa: E402
 
 BASE = OrtSettings()
 VARIANTS: dict[str, OrtSettings] = {
-    "defaults (all optimisations, intra threads = cores, sequential, mem pattern, arena, spinning)": BASE,
+    "defaults (all optimisations, intra threads = cores, sequential, mem pattern, arena, no spinning)": BASE,
     "graph optimisation: disable": replace(BASE, optimization="disable"),
     "graph optimisation: basic": replace(BASE, optimization="basic"),
     "graph optimisation: extended": replace(BASE, optimization="extended"),
     "intra-op threads: 1": replace(BASE, intra_threads=1),
-    "intra-op spinning off": replace(BASE, spinning=False),
+    f"intra-op spinning {'off' if BASE.spinning else 'on'}": replace(BASE, spinning=not BASE.spinning),
     "execution mode parallel, inter-op threads 2": replace(BASE, parallel=True, inter_threads=2),
     "memory pattern off": replace(BASE, mem_pattern=False),
     "CPU memory arena off": replace(BASE, cpu_arena=False),
