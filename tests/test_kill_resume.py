@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ def _child(argv: list[str], log: str) -> None:
 
 
 def start(argv: list[str], log: Path):
+    log.touch()
     p = CTX.Process(target=_child, args=(argv, str(log)))
     p.start()
     return p
@@ -110,9 +112,9 @@ def kill_loop(argv: list[str], watch: Path, folder: Path, tmp: Path, max_delay: 
         while p.is_alive() and _mtime(watch) == before and time.time() < deadline:
             time.sleep(0.01)
         time.sleep(rng.uniform(0, max_delay))
-        if not p.is_alive():
+        if not p.is_alive():  # it finished first: that (resumed) run is the final one
             stats["finished_before_kill"] += 1
-            assert p.exitcode == 0, (tmp / f"kill{i}.log").read_text()[-3000:]
+            final = tmp / f"kill{i}.log"
             break
         p.kill()  # SIGKILL
         p.join()
@@ -121,9 +123,11 @@ def kill_loop(argv: list[str], watch: Path, folder: Path, tmp: Path, max_delay: 
         if watch.exists():
             ck = torch.load(watch, weights_only=True)
             stats["checkpoint_at_kill"].append(ck["step"] if "member" not in ck else (ck["member"], ck["step"]))
-    p = start(argv, tmp / "final.log")
+    else:
+        final = tmp / "final.log"
+        p = start(argv, final)
     p.join(300)
-    log = (tmp / "final.log").read_text()
+    log = final.read_text()
     assert p.exitcode == 0, log[-3000:]
     assert not list(folder.glob(".*.tmp")), "stale temporary files left after the final run"
     stats["final_log"] = log
@@ -215,3 +219,20 @@ def test_gan_training_survives_kill_9(world, tmp_path):
             assert torch.equal(v, b[net][k]), f"{net}.{k} differs from the uninterrupted run"
     assert_same_tensors(tmp_path / "ref" / "generator.safetensors", run / "generator.safetensors")
     print("kill stats:", {k: v for k, v in stats.items() if k != "final_log"})
+
+
+def test_distill_sigterm_writes_a_checkpoint_and_stops(world, tmp_path):
+    run = tmp_path / "run"
+    argv = ["distill", "--head", str(world / "head.safetensors"), "--gan", str(world / "G.safetensors"), "--out",
+            str(run), "--steps", "400", "--batch", "2", "--ckpt-every", "1000", "--device", "cpu"]
+    p = start(argv, tmp_path / "term.log")
+    deadline = time.time() + 120
+    while p.is_alive() and "distill:" not in (tmp_path / "term.log").read_text() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.kill(p.pid, signal.SIGTERM)
+    p.join(60)
+    log = (tmp_path / "term.log").read_text()
+    assert p.exitcode == 0, log[-3000:]
+    step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    assert 0 < step < 400 and f"stopped at step {step} of 400; checkpoint written to {run}" in log
