@@ -384,8 +384,8 @@ def distill(
                                     "(built-in domain only; 0: no validation)."),
     cache: Path = typer.Option(None, "--cache", help="Folder to keep the generated pairs in (data-set layout, "
                                "images as 8-bit PNG); a re-run with it reads them instead of rendering."),
-    ckpt_every: int = typer.Option(100, "--ckpt-every", help="Steps between checkpoints (a re-run resumes from "
-                                   "the last one)."),
+    ckpt_every: int = typer.Option(0, "--ckpt-every", help="Steps between checkpoints (a re-run resumes from the "
+                                   "last one); 0: min(100, steps / 10)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option(None, "--device", help="Default: cuda (LOCAL_RANK under torchrun) if present."),
 ) -> None:

@@ -59,7 +59,7 @@ class DistillConfig:
     augment: bool = True
     seed: int = 0
     val_every: int = 250
-    ckpt_every: int = 100  # steps between checkpoints (a killed run loses at most this many)
+    ckpt_every: int = 0  # steps between checkpoints (a killed run loses at most this many); 0: min(100, steps/10)
 
     # settings a resumed run may change; any other difference is refused (the model would match no command line)
     MAY_CHANGE = ("steps", "val_every", "ckpt_every")
@@ -67,9 +67,15 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.confidence <= 1:
             raise ValueError(f"confidence must be in [0, 1] (a max softmax), got {self.confidence}")
-        for name in ("steps", "batch", "ckpt_every"):
+        for name in ("steps", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.ckpt_every < 0:
+            raise ValueError(f"ckpt_every must be >= 1 (or 0: automatic), got {self.ckpt_every}")
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return min(self.ckpt_every or min(100, max(1, self.steps // 10)), self.steps)
 
 
 @torch.no_grad()
@@ -226,7 +232,7 @@ def distill(G: Generator, head: FewShotHead, cfg: DistillConfig, out: str | os.P
     torch.manual_seed(cfg.seed)
     model = UNet(UNetConfig(num_classes=len(head.labels), channels=cfg.channels))
     scfg = SegTrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=min(100, cfg.steps // 10),
-                          ckpt_every=min(cfg.ckpt_every, cfg.steps), log_every=25, seed=cfg.seed)
+                          ckpt_every=cfg.checkpoint_interval, log_every=25, seed=cfg.seed)
     meta = {"distill_config": str(asdict(cfg)), "gan_fingerprint": head.meta["gan_fingerprint"],
             "input": "RGB in [-1, 1] (x / 127.5 - 1), any height and width", "train_resolution": str(G.resolution),
             "processes": str(dd.world)}

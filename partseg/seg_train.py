@@ -133,6 +133,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
         _check_same_step(step, run, dd.rank, device)
         dd.broadcast_(model)  # identical replicas even if the caller seeded processes differently
     log_lines = []
+    started_before = (run / "train_config.json").exists()  # written when a run starts, before any checkpoint
     if is_main:
         if (run / "log.jsonl").exists():
             log_lines = [ln for ln in (run / "log.jsonl").read_text().splitlines()
@@ -157,8 +158,10 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
     losses: list[float] = []
     t0 = time.time()
     if is_main and progress:
+        lost = "" if step or not started_before else (" (the previous run of this folder stopped before its first "
+                                                 f"checkpoint; checkpoints every {cfg.ckpt_every} steps)")
         tqdm.write(f"{'resuming' if step else 'starting'} {run} at step {step} of {cfg.steps}"
-                   f"{' (' + str(dd.world) + ' processes)' if dd.world > 1 else ''}")
+                   f"{' (' + str(dd.world) + ' processes)' if dd.world > 1 else ''}{lost}")
     with StopOnSignal() as stop, bar:  # the bar is closed (its line ended) on errors too
         while step < end:
             torch.manual_seed(cfg.seed * 1_000_003 + dd.rank * 7919 + step)

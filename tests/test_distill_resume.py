@@ -125,3 +125,16 @@ def test_other_settings_on_an_existing_run_are_refused(files, tmp_path, monkeypa
     assert code == 1 and "Traceback" not in out
     assert want in out and "holds a run with different settings" in out and "run_config.json" in out
     assert (run / "checkpoint.pt").read_bytes() == before  # nothing was trained or written
+
+
+def test_checkpoint_interval_and_a_run_killed_before_its_first_checkpoint(files, tmp_path, monkeypatch, capsys):
+    from partseg.distill import DistillConfig
+
+    assert [DistillConfig(steps=s).checkpoint_interval for s in (3, 60, 3000)] == [1, 6, 100]
+    assert DistillConfig(steps=60, ckpt_every=7).checkpoint_interval == 7
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_config.json").write_text("{}")  # what a run killed before its first checkpoint leaves
+    code, out = run_cli(monkeypatch, capsys, *_args(files, run, "--steps", "2"))
+    assert code == 0, out
+    assert f"starting {run} at step 0 of 2 (the previous run of this folder stopped before its first checkpoint" in out
