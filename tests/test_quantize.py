@@ -16,10 +16,10 @@ from partseg.dataset import write_synth_dataset
 from partseg.faces import render_face
 from partseg.gan import Generator, save_generator
 from partseg.gan.checkpoints import generator_fingerprint
-from partseg.labels import FACES
+from partseg.labels import FACES, Labels
 from partseg.quantize import export_int8, folder_images, network_inputs
 from partseg.runtime import Segmenter, read_onnx_info
-from partseg.unet import UNet, UNetConfig, save_unet
+from partseg.unet import UNet, UNetConfig, load_unet, save_unet
 
 from .conftest import tiny_config
 
@@ -89,9 +89,15 @@ def test_int8_calibrated_on_the_unets_gan_and_refusal_writes_nothing(trained, tm
     assert res.parity.images == 24 and res.parity.argmax_agreement >= 0.97
     assert res.fp32_parity and all(p.argmax_agreement >= 0.999 for p in res.fp32_parity)
     _check_int8_file(out)
+    # other labels than the built-in faces: parity on held-out generated images (no exact masks); an impossible
+    # agreement limit shows the check can fail, and then nothing is written
+    model, _, meta = load_unet(trained["unet"], with_meta=True)
+    other = Labels(names=[f"part{i}" for i in range(len(FACES))], colors=FACES.colors)
+    unet = save_unet(model, tmp_path / "other_labels.safetensors", other,
+                     extra={k: meta[k] for k in ("train_resolution", "gan_fingerprint")})
     refused = tmp_path / "refused.onnx"
-    with pytest.raises(RuntimeError, match="INT8 export .* refused"):
-        export_int8(trained["unet"], refused, gan=str(trained["gan"]), n_calib=8, n_parity=8, min_agreement=1.01)
+    with pytest.raises(RuntimeError, match="INT8 export .* refused: too far .* on 8 held-out images of .*gan"):
+        export_int8(unet, refused, gan=str(trained["gan"]), n_calib=8, n_parity=8, min_agreement=1.01)
     assert not refused.exists() and not list(tmp_path.glob(".refused*"))
 
 
