@@ -180,7 +180,10 @@ def stage_speed(check: Check, device: str) -> tuple[str, object]:
 
         if hasattr(ort, "preload_dlls") and gpu:
             ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels
-        backends["onnxruntime " + ("CUDA" if gpu else "CPU")] = (OnnxRuntimeBackend(onnx_path, providers), "fp32", 4)
+        ort_be = OnnxRuntimeBackend(onnx_path, providers)  # onnxruntime falls back to the CPU if CUDA cannot start
+        backends[ort_be.name] = (ort_be, "fp32", 4)
+        if gpu and "cuda" not in ort_be.name:
+            check.raw["ort_error"] = f"the CUDA provider did not start; the session runs on {ort_be.name}"
     except Exception as e:  # noqa: BLE001 - reported in the section
         check.raw["ort_error"] = str(e)
     plan = check.raw.get("plan")
@@ -217,7 +220,7 @@ def stage_speed(check: Check, device: str) -> tuple[str, object]:
             "and weights once (no fusion across convs assumed); peaks as measured in the env section.\n\n"
             + "\n".join(table))
     if "ort_error" in check.raw:
-        text += f"\n\nonnxruntime could not start: `{check.raw['ort_error']}`"
+        text += f"\n\nonnxruntime CUDA: `{check.raw['ort_error']}`"
     return text, raw
 
 
@@ -228,7 +231,7 @@ def device_runner(be, x_dev) -> Callable[[], object] | None:
 
     if hasattr(be, "run_tensor"):
         return lambda: be.run_tensor(x_dev)
-    if hasattr(be, "session") and x_dev.is_cuda:  # onnxruntime: IO binding on CUDA memory
+    if hasattr(be, "session") and x_dev.is_cuda and "cuda" in be.name:  # onnxruntime: IO binding on CUDA memory
         binding = be.session.io_binding()
         binding.bind_input(be.input_name, "cuda", 0, np.float32, tuple(x_dev.shape), x_dev.data_ptr())
         binding.bind_output(be.session.get_outputs()[0].name, "cuda")
