@@ -122,7 +122,7 @@ def test_pair_cache_refuses_other_settings_and_other_folders(tiny_G, tmp_path):
         pair_stream(tiny_G, head, DistillConfig(batch=3), world=2)
 
 
-DDP_CFG = DistillConfig(steps=4, batch=4, lr=5e-3, channels=[4, 8], confidence=0.5, val_every=0)
+DDP_CFG = DistillConfig(steps=4, batch=4, lr=5e-3, channels=[4, 8], confidence=0.5, val_every=0, ckpt_every=4)
 
 
 def _ddp_worker(rank: int, world: int, root: str) -> None:
@@ -198,7 +198,8 @@ def test_torchrun_cli_distill_on_two_gloo_processes(tiny_G, tmp_path):
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "partseg.cli", "distill", "--head", str(tmp_path / "head.safetensors"), "--gan",
                           str(tmp_path / "G.safetensors"), "--out", str(tmp_path / "run"), "--steps", "3", "--batch",
-                          "4", "--device", "cpu"], env=env, capture_output=True, text=True, timeout=180)
+                          "4", "--ckpt-every", "3", "--device", "cpu"], env=env, capture_output=True, text=True,
+                         timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (res.stdout + res.stderr).count("distilled 3 steps on 2 process(es)") == 1  # rank 0 alone reports
     log = [json.loads(ln) for ln in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
