@@ -29,6 +29,15 @@ def _fail(msg: str, code: int = 1) -> NoReturn:
 # ---------------------------------------------------------------------------------------------------- gan
 
 
+def _channel_table(text: str) -> dict[int, int]:
+    """'4:128,8:128,...' -> {4: 128, 8: 128, ...}, with a clear error for anything else."""
+    try:
+        pairs = [item.split(":") for item in text.split(",") if item.strip()]
+        return {int(r): int(c) for r, c in pairs}
+    except ValueError:
+        _fail(f"--channels: expected RES:CHANNELS pairs separated by commas (e.g. 4:128,8:128), got {text!r}")
+
+
 @gan_app.command("train")
 def gan_train(
     data: Path = typer.Argument(..., help="Folder of training images (any size; centre-cropped and resized)."),
@@ -42,6 +51,9 @@ def gan_train(
     mixing: float = typer.Option(0.9, "--mixing", help="Style-mixing probability."),
     channel_base: int = typer.Option(16384, "--channel-base", help="Channels at res r: min(base / r, max)."),
     channel_max: int = typer.Option(512, "--channel-max"),
+    channels: str = typer.Option(None, "--channels", help="Explicit table, e.g. 4:128,8:128,16:128,32:64,64:32,128:32 "
+                                 "(overrides --channel-base/--channel-max)."),
+    amp: str = typer.Option("auto", "--amp", help="bf16 autocast: auto (CUDA, or a CPU with bf16 units) | bf16 | off."),
     z_dim: int = typer.Option(512, "--z-dim"),
     w_dim: int = typer.Option(512, "--w-dim"),
     n_mlp: int = typer.Option(2, "--n-mlp", help="Mapping network depth (stylegan2-ada: 2, StyleGAN2: 8)."),
@@ -61,7 +73,7 @@ def gan_train(
     cfg = TrainConfig(data=str(data), resolution=resolution, kimg=kimg, batch=batch, lr=lr, r1_gamma=r1_gamma,
                       pl_weight=pl_weight, mixing=mixing, channel_base=channel_base, channel_max=channel_max,
                       z_dim=z_dim, w_dim=w_dim, n_mlp=n_mlp, mirror=mirror, ckpt_kimg=ckpt_kimg, workers=workers,
-                      seed=seed)
+                      seed=seed, amp=amp, channels=_channel_table(channels) if channels else None)
     init_distributed_from_env(device)
     res = train(cfg, out, device=device)
     if res["rank"] != 0:
@@ -139,14 +151,19 @@ def data_synth(
     size: int = typer.Option(64, "--size", help="Image size in pixels (>= 32)."),
     seed: int = typer.Option(0, "--seed", help="Image i is the face of seed SEED+i (file faces_{SEED+i:07d}.png)."),
     workers: int = typer.Option(2, "--workers", help="Render processes."),
+    mode: str = typer.Option("wild", "--mode", help="wild (unaligned, cluttered) | aligned (FFHQ-style portraits)."),
 ) -> None:
     """Render the procedural part-annotated face data set (images + exact part masks)."""
     from .dataset import time_synth
+    from .faces_aligned import MODES
 
-    path, seconds = time_synth(out, n, size=size, seed=seed, workers=workers)
+    if mode not in MODES:
+        _fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+    path, seconds = time_synth(out, n, size=size, seed=seed, workers=workers, mode=mode)
     rate = n / seconds * 60 if seconds > 0 else float("inf")
-    typer.echo(f"wrote {n} images and masks ({size} px) to {path} in {seconds:.1f} s ({rate:,.0f} images/minute, "
-               f"{workers} worker{'s' if workers != 1 else ''})")
+    typer.echo(f"wrote {n} images and masks ({size} px, {mode}) to {path} in {seconds:.1f} s "
+               f"({rate:,.0f} images/minute, {workers} worker{'s' if workers != 1 else ''})")
 
 
 @annotate_app.command("export")

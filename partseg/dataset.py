@@ -159,10 +159,10 @@ def _write_chunk(args: tuple[str, list[int], int]) -> int:
     from .faces import render_face
     from .labels import FACES
 
-    out, seeds, size = args
+    out, seeds, size, mode = args
     out = Path(out)
     for s in seeds:
-        img, mask = render_face(s, size)
+        img, mask = render_face(s, size, mode)
         write_image(out / IMAGES / f"{synth_name(s)}.png", img)
         write_mask(out / MASKS / f"{synth_name(s)}.png", mask, FACES)
     return len(seeds)
@@ -174,8 +174,10 @@ def _chunks(seeds: list[int], size: int) -> Iterable[list[int]]:
 
 
 def write_synth_dataset(out: str | os.PathLike, n: int, size: int = 64, seed: int = 0, workers: int = 2,
-                        progress: bool = True) -> Path:
+                        progress: bool = True, mode: str = "wild") -> Path:
     """Render faces seed .. seed+n-1 into the data-set layout (image i is `faces_{seed+i:07d}.png`).
+
+    mode: "wild" (unaligned, cluttered) or "aligned" (FFHQ-style portraits; `partseg.faces_aligned`).
 
     Deterministic: the same (n, size, seed) always writes the same files, whatever `workers` is. Re-running
     overwrites files of the same names; files of other names in `out` are left alone.
@@ -183,8 +185,11 @@ def write_synth_dataset(out: str | os.PathLike, n: int, size: int = 64, seed: in
     from tqdm import tqdm
 
     from .faces import MIN_SIZE
+    from .faces_aligned import MODES
     from .labels import FACES
 
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if size < MIN_SIZE:
@@ -202,7 +207,7 @@ def write_synth_dataset(out: str | os.PathLike, n: int, size: int = 64, seed: in
     FACES.save(out / LABELS_FILE)
     seeds = list(range(seed, seed + n))
     chunk = max(1, min(64, n // (4 * max(workers, 1)) or 1))
-    jobs = [(str(out), c, size) for c in _chunks(seeds, chunk)]
+    jobs = [(str(out), c, size, mode) for c in _chunks(seeds, chunk)]
     bar = tqdm(total=n, unit="img", desc="render", disable=not progress)
     try:
         if workers <= 1 or len(jobs) <= 1:
@@ -218,10 +223,10 @@ def write_synth_dataset(out: str | os.PathLike, n: int, size: int = 64, seed: in
 
 
 def time_synth(out: str | os.PathLike, n: int, size: int = 64, seed: int = 0, workers: int = 2,
-               progress: bool = True) -> tuple[Path, float]:
+               progress: bool = True, mode: str = "wild") -> tuple[Path, float]:
     """write_synth_dataset plus its wall-clock seconds (for the CLI and the benchmark)."""
     t0 = time.perf_counter()
-    path = write_synth_dataset(out, n, size=size, seed=seed, workers=workers, progress=progress)
+    path = write_synth_dataset(out, n, size=size, seed=seed, workers=workers, progress=progress, mode=mode)
     return path, time.perf_counter() - t0
 
 

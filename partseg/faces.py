@@ -881,15 +881,18 @@ def render_params(p: FaceParams, size: int = 64, ss: int = 2) -> tuple[np.ndarra
     return finish(img, p, int(size), ss), _downsample_labels(lab, ss).astype(np.uint8)
 
 
-def render_face(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def render_face(seed: int, size: int = 64, mode: str = "wild") -> tuple[np.ndarray, np.ndarray]:
     """The face of `seed` at `size` px: (image uint8 [H, W, 3], mask uint8 [H, W]). Deterministic; the same
-    seed at another size is the same face (only the pixel noise differs)."""
-    return render_params(sample_params(seed), size)
+    seed at another size is the same face (only the pixel noise differs). mode: "wild" (unaligned, cluttered)
+    or "aligned" (FFHQ-style crop of the same identity, `partseg.faces_aligned`)."""
+    from .faces_aligned import params_for
+
+    return render_params(params_for(seed, mode), size)
 
 
-def render_batch(seeds: Iterable[int], size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def render_batch(seeds: Iterable[int], size: int = 64, mode: str = "wild") -> tuple[np.ndarray, np.ndarray]:
     """Stacked renders: images uint8 [N, size, size, 3], masks uint8 [N, size, size]."""
-    out = [render_face(int(s), size) for s in seeds]
+    out = [render_face(int(s), size, mode) for s in seeds]
     if not out:
         return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.uint8)
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
@@ -898,7 +901,8 @@ def render_batch(seeds: Iterable[int], size: int = 64) -> tuple[np.ndarray, np.n
 # ------------------------------------------------------------------------------------------ difficulty floor
 
 
-def colour_floor(n_fit: int = 1000, n_eval: int = 200, size: int = 64, seed: int = 1_000_000) -> dict:
+def colour_floor(n_fit: int = 1000, n_eval: int = 200, size: int = 64, seed: int = 1_000_000,
+                 mode: str = "wild") -> dict:
     """How far colour alone gets: a per-pixel nearest class-mean RGB classifier.
 
     Class means are fitted on the renders of seeds seed .. seed+n_fit-1 and scored on the next n_eval seeds
@@ -909,7 +913,7 @@ def colour_floor(n_fit: int = 1000, n_eval: int = 200, size: int = 64, seed: int
     k = len(FACES)
     sums, counts = np.zeros((k, 3)), np.zeros(k)
     for s in range(seed, seed + n_fit):
-        img, m = render_face(s, size)
+        img, m = render_face(s, size, mode)
         m = m.ravel()
         counts += np.bincount(m, minlength=k)[:k]
         for c in range(3):
@@ -918,7 +922,7 @@ def colour_floor(n_fit: int = 1000, n_eval: int = 200, size: int = 64, seed: int
     means[counts == 0] = 1e9  # a class never seen can never be predicted
     acc = ScoreAccumulator(k)
     for s in range(seed + n_fit, seed + n_fit + n_eval):
-        img, m = render_face(s, size)
+        img, m = render_face(s, size, mode)
         d = ((img.reshape(-1, 1, 3).astype(np.float64) - means[None]) ** 2).sum(-1)
         acc.add(torch.from_numpy(d.argmin(1)), torch.from_numpy(m.ravel()))
     scores = acc.scores()

@@ -39,6 +39,25 @@ from .stylegan2 import Discriminator, Generator, GeneratorConfig, channel_table
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
+AMP_MODES = ("auto", "bf16", "off")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_amp(mode: str, device: torch.device) -> bool:
+    """auto: bf16 on CUDA and on CPUs with bf16 units (measured faster there, BENCHMARKS.md); off elsewhere."""
+    if mode == "off":
+        return False
+    if mode == "bf16":
+        return True
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
 
 
 @dataclass
@@ -73,13 +92,21 @@ class TrainConfig:
     log_steps: int = 50
     grid: int = 32  # images in each sample grid
     workers: int = 2  # DataLoader processes
-    amp: bool = True  # bfloat16 autocast for the main G/D passes, on CUDA only
+    amp: str = "auto"  # bfloat16 autocast of the G/D passes: auto (CUDA, or a CPU with bf16 units) | bf16 | off
+    channels: dict[int, int] | None = None  # explicit channel table; None -> channel_base / channel_max
 
     # fields that may change between a run and its resumption; everything else must match
     RESUMABLE_CHANGES = ("data", "kimg", "ckpt_kimg", "log_steps", "grid", "workers", "amp")
 
     def __post_init__(self) -> None:
         GeneratorConfig(resolution=self.resolution)  # validates the resolution
+        if isinstance(self.amp, bool):  # run folders written before amp took a mode
+            self.amp = "auto" if self.amp else "off"
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.channels:
+            self.channels = {int(k): int(v) for k, v in self.channels.items()}
+            GeneratorConfig(resolution=self.resolution, channels=self.channels)  # every resolution present
         if self.resolution < 32:
             raise ValueError(f"training resolution must be at least 32, got {self.resolution}")
         if self.batch <= 0:
@@ -103,8 +130,9 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def generator_config(self) -> GeneratorConfig:
+        channels = self.channels or channel_table(self.resolution, self.channel_base, self.channel_max)
         return GeneratorConfig(resolution=self.resolution, z_dim=self.z_dim, w_dim=self.w_dim, n_mlp=self.n_mlp,
-                               channels=channel_table(self.resolution, self.channel_base, self.channel_max))
+                               channels=channels)
 
     @property
     def total_steps(self) -> int:
@@ -184,7 +212,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
     if cfg.batch % dd.world:
         raise ValueError(f"batch {cfg.batch} must be divisible by the number of processes ({dd.world})")
     per_rank = cfg.batch // dd.world
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = resolve_amp(cfg.amp, device)
     dataset = ImageFolder(cfg.data, cfg.resolution, mirror=cfg.mirror)
 
     torch.manual_seed(cfg.seed)
@@ -256,7 +284,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
         return ws
 
     def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp)
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
 
     batches = infinite_batches(dataset, per_rank, cfg.seed, start=step * cfg.batch, rank=dd.rank, world=dd.world,
                                workers=cfg.workers)
@@ -269,7 +297,8 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
     stopped_early = False
     if is_main and progress:
         tqdm.write(f"{'resuming' if resumed else 'starting'} {run} at step {step} of {cfg.total_steps} "
-                   f"({len(dataset)} images incl. mirrors, batch {cfg.batch} on {dd.world} process(es), {device})")
+                   f"({len(dataset)} images incl. mirrors, batch {cfg.batch} on {dd.world} process(es), {device}, "
+                   f"{'bf16 autocast' if use_amp else 'float32'})")
 
     with _Stop() as stop:
         while step < end:
@@ -359,6 +388,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
                 dt = time.time() - t_window
                 rec = {"step": step, "kimg": round(step * cfg.batch / 1000, 3),
                        "sec_per_kimg": round(dt / (steps_window * cfg.batch / 1000), 3),
+                       "precision": "bf16" if use_amp else "fp32", "device": device.type,
                        **{k: round(sum(v) / len(v), 5) for k, v in window.items()}}
                 bar.set_postfix_str(f"{rec['kimg']:.2f} kimg, G {rec['loss_G']:.3f} D {rec['loss_D']:.3f}, "
                                     f"{rec['sec_per_kimg']:.1f} s/kimg")

@@ -1,0 +1,123 @@
+"""GAN training speed on this machine: sec/kimg of one StyleGAN2 training step, settings side by side.
+
+One training step as `partseg.gan.train` runs it (G main pass through D and back, D on fakes and reals, R1 on
+reals amortised over its 16-step interval), timed for each setting in round-robin rounds so that load from
+other processes hits all settings alike; the median round counts. Settings: precision (float32 against
+`torch.autocast("cpu", bfloat16)`), memory format (channels_last), batch size, channel table.
+
+    python3 benchmarks/gan_speed.py [--resolution 128 --rounds 5 --threads 2 --no-write]
+
+Writes the section "GAN training speed (CPU)" of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from partseg.gan.stylegan2 import Discriminator, Generator, GeneratorConfig
+from partseg.gan.train import cpu_has_bf16
+
+try:
+    from report import machine, utc_now, write_section
+except ImportError:  # run from the repository root
+    from benchmarks.report import machine, utc_now, write_section
+
+TABLES = {
+    "T1 {4-16:128, 32:64, 64:32, 128:32}": {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 32},
+    "T2 {4-16:128, 32:64, 64:32, 128:16}": {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16},
+    "T3 {4-32:128, 64:64, 128:32}": {4: 128, 8: 128, 16: 128, 32: 128, 64: 64, 128: 32},
+    "T4 {4-16:256, 32:128, 64:64, 128:32}": {4: 256, 8: 256, 16: 256, 32: 128, 64: 64, 128: 32},
+}
+
+
+class Step:
+    """One training step's passes for a given setting, on random data (speed only)."""
+
+    def __init__(self, table: dict[int, int], res: int, batch: int, bf16: bool, channels_last: bool) -> None:
+        cfg = GeneratorConfig(resolution=res, z_dim=256, w_dim=256, n_mlp=2, channels=table)
+        self.G, self.D = Generator(cfg), Discriminator(res, cfg.channels, mbstd_group=4)
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.G, self.D = self.G.to(memory_format=self.fmt), self.D.to(memory_format=self.fmt)
+        self.real = torch.randn(batch, 3, res, res).contiguous(memory_format=self.fmt)
+        self.batch, self.bf16 = batch, bf16
+
+    def __call__(self, r1: bool) -> None:
+        ac = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        with ac:
+            loss = F.softplus(-self.D(self.G(torch.randn(self.batch, 256))).float()).mean()
+        loss.backward()
+        with torch.no_grad(), ac:
+            fake = self.G(torch.randn(self.batch, 256))
+        with ac:
+            loss = F.softplus(self.D(fake).float()).mean() + F.softplus(-self.D(self.real).float()).mean()
+        loss.backward()
+        if r1:  # the R1 penalty runs in float32, as in training
+            real = self.real.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.D(real).sum(), real, create_graph=True)
+            g.square().sum().backward()
+
+
+def time_step(step: Step) -> float:
+    """Seconds per step with R1 amortised: (15 plain steps + 1 step with R1) / 16."""
+    t0 = time.perf_counter()
+    step(r1=False)
+    t1 = time.perf_counter()
+    step(r1=True)
+    t2 = time.perf_counter()
+    r1_extra = max((t2 - t1) - (t1 - t0), 0.0)
+    return (t1 - t0) + r1_extra / 16
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    res = args.resolution
+    t1 = next(iter(TABLES))
+    settings: dict[str, tuple] = {}
+    for bf16 in (False, True):
+        for cl in (False, True):
+            settings[f"{t1[:2]}, batch 32, {'bf16' if bf16 else 'fp32'}{', channels_last' if cl else ''}"] = (
+                TABLES[t1], 32, bf16, cl)
+    for name, table in TABLES.items():
+        if name != t1:
+            for bf16 in (False, True):
+                settings[f"{name[:2]}, batch 32, {'bf16' if bf16 else 'fp32'}"] = (table, 32, bf16, False)
+    settings[f"{t1[:2]}, batch 16, bf16"] = (TABLES[t1], 16, True, False)
+    steps = {k: Step(v[0], res, *v[1:]) for k, v in settings.items()}
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for s in steps.values():  # warm-up (allocator, oneDNN kernel choice)
+        s(r1=False)
+    for r in range(args.rounds):
+        for k, s in steps.items():
+            times[k].append(time_step(s))
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+    rows = []
+    base = statistics.median(times[next(iter(times))]) / 32
+    for k, ts in times.items():
+        b = settings[k][1]
+        sec_kimg = statistics.median(ts) / b * 1000
+        rows.append(f"| {k} | {statistics.median(ts):.2f} | {sec_kimg:.0f} | {base * 1000 / sec_kimg:.2f}x |")
+        print(rows[-1], flush=True)
+    tables = "\n".join(f"- {k}" for k in TABLES)
+    text = (f"Machine: {machine()}; bf16 units: {'yes' if cpu_has_bf16() else 'no'} "
+            f"(avx512_bf16 / amx_bf16 in /proc/cpuinfo). Command: `python3 benchmarks/gan_speed.py --resolution {res} "
+            f"--rounds {args.rounds} --threads {args.threads}`, {utc_now()} UTC. StyleGAN2 at {res} px, z/w 256, "
+            f"2 mapping layers; one training step = G main + D main + R1 amortised over 16 steps (no path-length "
+            f"term); median of {args.rounds} round-robin rounds. Channel tables:\n{tables}\n\n"
+            f"| setting | s/step | s/kimg | speed vs first row |\n|---|---:|---:|---:|\n" + "\n".join(rows))
+    if not args.no_write:
+        write_section("GAN training speed (CPU)", text)
+
+
+if __name__ == "__main__":
+    main()
