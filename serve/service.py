@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ import aiohttp
 import bentoml
 import numpy as np
 import prometheus_client
-from bentoml.exceptions import BadInput, BentoMLException
+from bentoml.exceptions import BadInput, BentoMLException, ServiceUnavailable
 from bentoml.validators import ContentType
 from PIL import Image as PILImage
 from pydantic import BaseModel, BeforeValidator, Field
@@ -49,8 +50,9 @@ def _remember_type(value: Any) -> Any:
 ImageUpload = Annotated[Path, BeforeValidator(_remember_type),
                         Field(description="The image file (PNG, JPEG, WebP, BMP, TIFF or GIF), sent as the "
                                           "multipart/form-data field 'image'.")]
-INFO_KEYS = ("max_batch_size", "max_latency_ms", "max_pixels", "max_upload_mb", "max_side", "max_aspect",
-             "max_queue", "retry_after_s", "inversion_steps", "inversion_max_pixels", "inversion_timeout_s")
+INFO_KEYS = ("max_batch_size", "max_latency_ms", "batch_max_pixels", "max_pixels", "max_upload_mb", "max_side",
+             "max_aspect", "max_queue", "retry_after_s", "inversion_steps", "inversion_max_pixels",
+             "inversion_timeout_s")
 PNG = Annotated[PILImage.Image, ContentType("image/png")]
 
 
@@ -102,10 +104,14 @@ class Info(BaseModel):
                  **({"resources": {"gpu": 1}} if GPU else {}))
 class SegmenterModel:
     """The network: network-size float32 inputs in (Segmenter.prepare, done by the front), float32 logits out.
-    Requests from concurrent callers are merged into one call (BentoML's adaptive batching). The resizing to and
-    from the upload's size happens in the front, so a call's cost depends only on how many images it holds: BentoML
-    sizes its queue from past calls (duration = a * n + b) and refuses requests (503) it expects to miss
-    PARTSEG_MAX_LATENCY_MS, and calls slowed by resizing large uploads made it refuse far too early."""
+
+    BentoML's adaptive batching sizes its queue from past calls, fitting duration = a * n + b over the last 50, and
+    refuses (503) a request once wait + a * queue length + b reaches the max latency: it assumes every image costs
+    the same. A 2048 px image running at its own size takes seconds where a 64 px one takes milliseconds, so a few
+    large ones made `a` huge and it refused a third of the small requests afterwards (issue #17 D5). So only inputs
+    of at most PARTSEG_BATCH_MAX_PIXELS network pixels are batched (`segment`); larger ones run one by one through a
+    plain API (`segment_large`). Each path has its own thread, outside BentoML's one-thread limiter, so a large
+    image neither delays nor is counted in the batched calls' timings."""
 
     bundle_ref = bentoml.models.BentoModel(CFG.model_tag)
 
@@ -117,11 +123,19 @@ class SegmenterModel:
             buckets=serving.batch_buckets(CFG.max_batch_size))
         seg = self.loaded.segmenter
         seg.run_prepared([seg.prepare(np.zeros((64, 64, 3), np.uint8))])  # first-run costs before the first request
+        self._batched = ThreadPoolExecutor(1, "partseg-batched")
+        self._large = ThreadPoolExecutor(1, "partseg-large")
 
     @bentoml.api(**BATCH)
-    def segment(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    async def segment(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         self.batch_hist.observe(len(inputs))
-        return self.loaded.segmenter.run_prepared(inputs)
+        run = self.loaded.segmenter.run_prepared
+        return await asyncio.get_running_loop().run_in_executor(self._batched, run, inputs)
+
+    @bentoml.api
+    async def segment_large(self, x: np.ndarray) -> np.ndarray:
+        run = self.loaded.segmenter.run_prepared
+        return (await asyncio.get_running_loop().run_in_executor(self._large, run, [x]))[0]
 
     @bentoml.api
     def describe(self) -> dict[str, Any]:
@@ -197,23 +211,37 @@ class Segmenter:
         """The runtime's mask: resized to the network size here, run by the model service, resized back here.
         A model service that is down (killed, restarting) is a 503 with Retry-After, not a 500."""
         x = np.ascontiguousarray(await asyncio.to_thread(self.runtime.prepare, arr))
+
+        async def call() -> np.ndarray:
+            if x.shape[1] * x.shape[2] > CFG.batch_max_pixels:
+                return await self.model.to_async.segment_large(x)
+            return (await self.model.to_async.segment([x]))[0]
+
         try:
             try:
-                logits = (await self.model.to_async.segment([x]))[0]
+                logits = await call()
             except aiohttp.ClientConnectionError as e:  # a pooled connection the model service had closed
                 logger.warning("partseg: model-service connection dropped (%s); retrying once", e)
-                logits = (await self.model.to_async.segment([x]))[0]
+                logits = await call()
         except (aiohttp.ClientError, BentoMLException) as e:
             if isinstance(e, BentoMLException) and int(getattr(e, "error_code", 500)) < 500:
                 raise
             logger.warning("partseg: the model service did not answer (%s)", e)
+            if isinstance(e, ServiceUnavailable):  # BentoML's batching queue refused it (max latency)
+                raise serving.Unavailable(f"the model's queue is full: this request would wait more than "
+                                          f"PARTSEG_MAX_LATENCY_MS ({CFG.max_latency_ms} ms); retry after "
+                                          f"{CFG.retry_after_s} s") from None
             raise serving.Unavailable(f"the model service is not answering ({type(e).__name__}); it is restarted "
                                       f"automatically when it dies; retry after {CFG.retry_after_s} s") from None
         return await asyncio.to_thread(self.runtime.finish, logits, *arr.shape[:2])
 
     async def _backend(self) -> dict[str, Any]:
         if self._described is None:
-            self._described = await self.model.to_async.describe()
+            try:
+                self._described = await self.model.to_async.describe()
+            except (aiohttp.ClientError, BentoMLException) as e:
+                raise serving.Unavailable(f"the model service is not answering ({type(e).__name__}); retry after "
+                                          f"{CFG.retry_after_s} s") from None
         return self._described
 
     @bentoml.api(route="/predict")
@@ -240,9 +268,9 @@ class Segmenter:
         try:
             arr = await self._image(image, CFG.max_pixels)
             mask = await self._mask(arr)
+            desc = await self._backend()
         except serving.RequestError as e:
             return _error(e)
-        desc = await self._backend()
         d = await asyncio.to_thread(serving.prediction_json, mask, self.labels, desc["backend"], desc["model"], rle)
         return Prediction.model_validate(d)
 
@@ -302,7 +330,10 @@ class Segmenter:
     @bentoml.api(route="/info")
     async def info(self) -> Info:
         """The served model: tag, classes (index, name, colour), backend, batching and limits."""
-        desc = await self._backend()
+        try:
+            desc = await self._backend()
+        except serving.RequestError as e:
+            return _error(e)
         return Info(**desc, classes=self.labels.to_dict()["classes"], inversion=self.inversion is not None,
                     config={k: v for k, v in CFG.to_dict().items() if k in INFO_KEYS})
 

@@ -224,6 +224,7 @@ def test_unknown_paths_do_not_grow_metrics(serve_server):
     assert len(after) < len(before) + 4000, (len(before), len(after))
     r = httpx.get(serve_server.url + "/predict", timeout=10)
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert httpx.head(serve_server.url + "/nowhere", timeout=10).status_code == 404
 
 
 def test_openapi_declares_what_the_service_answers(serve_server):

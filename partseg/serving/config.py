@@ -23,6 +23,7 @@ class ServeConfig:
     model: str = DEFAULT_MODEL_NAME  # model-store tag: NAME or NAME:VERSION (NAME means NAME:latest)
     max_batch_size: int = 16  # images per backend call; 1 turns adaptive batching off
     max_latency_ms: int = 10_000  # BentoML answers 503 rather than queue a request longer than this
+    batch_max_pixels: int = 65_536  # network-input pixels up to which an image is batched; larger ones run alone
     backend: str = "auto"  # auto | tensorrt | onnxruntime | torch (auto: best packaged artefact that loads here)
     device: str = "auto"  # auto | cpu | gpu; cpu ignores a GPU even when one is present
     threads: int = 0  # intra-op threads of the backend (0: the backend's default)
@@ -73,7 +74,7 @@ class ServeConfig:
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"device must be auto, cpu or gpu, got {self.device!r}")
         for name in ("max_batch_size", "max_latency_ms", "max_pixels", "inversion_steps", "inversion_max_pixels",
-                     "inversion_threads", "max_side", "max_queue", "retry_after_s"):
+                     "inversion_threads", "max_side", "max_queue", "retry_after_s", "batch_max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_aspect < 1:
