@@ -289,8 +289,10 @@ def startup_report(rows: list[dict], extra: dict, args: argparse.Namespace) -> s
         "A fresh server's first 24 requests come 3 at a time, every other one an odd size (two tall images, a "
         "2048 px one, a wide one), then 64 closed-loop clients POST 64 px faces for "
         f"{args.seconds:g} s; no warm-up in between. BentoML's batching optimiser fits its cost per image on the "
-        "first calls; when those calls also resized large uploads (before issue #17) it overestimated it and refused "
-        "requests it could have served.",
+        "first calls; when large images shared those calls (this UNet has no fixed input size, so a 2048 px image "
+        "runs at 2048 px) it overestimated it and refused requests it could have served. Since issue #17 only inputs "
+        "up to PARTSEG_BATCH_MAX_PIXELS are batched. Before (commit dfe24bb), the same start-up and load gave 19.8 % "
+        "refused (this script copied into that checkout, run there with --no-write, same machine, 2026-12-03).",
         "",
         f"- Machine: {machine()}; 1-minute load average {extra['load'][0]:.1f} before and {extra['load'][1]:.1f} "
         f"after the run on {os.cpu_count()} cores (shared with a GAN training job)",
