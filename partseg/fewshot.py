@@ -130,8 +130,12 @@ def shots_to_invert(root: str | os.PathLike) -> int:
     _, items = load_dataset(root)
     index, _ = _read_index(root)
     by_name = {Path(s["file"]).stem: s for s in index["samples"]}
-    return sum(1 for name, _, _ in items
-               if (s := by_name.get(name)) is None or bool(s.get("real")) or s.get("index") is None)
+    return sum(_needs_inversion(by_name.get(name)) for name, _, _ in items)
+
+
+def _needs_inversion(s: dict | None) -> bool:
+    """A shot without a recorded latent: not in samples.json, recorded as real, or without a latent index."""
+    return s is None or bool(s.get("real")) or s.get("index") is None
 
 
 def load_shots(root: str | os.PathLike, G: Generator | None = None, inversion: InversionConfig | None = None,
@@ -151,7 +155,7 @@ def load_shots(root: str | os.PathLike, G: Generator | None = None, inversion: I
                              f"latent nor a real image)")
         names.append(name)
         masks.append(torch.from_numpy(read_mask(mask_path, labels, img_path)).long())
-        is_real = s is None or bool(s.get("real")) or s.get("index") is None
+        is_real = _needs_inversion(s)
         real.append(is_real)
         ws.append(None if is_real else _latent_row(s, index_path, lat, G))
         seeds.append(None if is_real else int(s["seed"]))
