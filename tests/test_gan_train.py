@@ -176,3 +176,41 @@ def test_ddp_two_gloo_processes_stay_in_sync(images, tmp_path):
     syncs = [r for r in _log(run) if r.get("event") == "ddp_sync"]
     assert [r["step"] for r in syncs] == [2, 4] and all(r["world"] == 2 and r["max_param_diff"] == 0 for r in syncs)
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
+@pytest.mark.parametrize("amp", ["bf16", "off"])
+def test_precision_modes_train_finite_resume_exactly_and_are_logged(images, tmp_path, amp):
+    """bf16 autocast on CPU (the `auto` choice on CPUs with bf16 units) and float32 both train and resume
+    bit-exactly; every log record says which precision ran."""
+    cfg = _cfg(images, kimg=0.016, ckpt_kimg=0.016, amp=amp)  # 4 steps
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", stop_at_step=2, progress=False)
+    train(cfg, tmp_path / "b", progress=False)
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True) for r in ("a", "b"))
+    for k, v in a["G"].items():
+        assert torch.isfinite(v).all() and torch.equal(v, b["G"][k]), k
+    assert {r["precision"] for r in _log(tmp_path / "a")} == {"bf16" if amp == "bf16" else "fp32"}
+
+
+def test_amp_auto_follows_the_cpu_and_old_runs_still_load(images):
+    from partseg.gan.train import cpu_has_bf16, resolve_amp
+
+    assert resolve_amp("auto", torch.device("cpu")) == cpu_has_bf16()
+    assert resolve_amp("auto", torch.device("cuda")) and not resolve_amp("off", torch.device("cuda"))
+    assert TrainConfig.from_dict({**_cfg(images).to_dict(), "amp": True}).amp == "auto"  # run folders before modes
+    assert TrainConfig.from_dict({**_cfg(images).to_dict(), "amp": False}).amp == "off"
+    with pytest.raises(ValueError, match="amp must be one of auto, bf16, off"):
+        _cfg(images, amp="fp8")
+
+
+def test_explicit_channel_table(images, tmp_path):
+    table = {4: 32, 8: 32, 16: 16, 32: 8}
+    cfg = _cfg(images, kimg=0.008, channels=table)
+    assert cfg.generator_config().channels == table
+    train(cfg, tmp_path, progress=False)
+    assert load_generator(tmp_path / "generator.safetensors").cfg.channels == table
+    with pytest.raises(ValueError, match="no entry for resolutions"):
+        _cfg(images, channels={4: 32, 8: 32})
+    r = subprocess.run(_cli("gan", "train", str(images), "--out", str(tmp_path / "x"), *TINY_ARGS,
+                            "--channels", "4:32,8"), capture_output=True, text=True)
+    assert r.returncode != 0 and "--channels: expected RES:CHANNELS pairs" in r.stderr
