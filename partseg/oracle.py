@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .faces import render_batch, render_face
+from .faces_aligned import MODES
 from .labels import FACES
 from .metrics import ScoreAccumulator, SegScores
 from .seg_train import SegTrainConfig, fit_segmenter
@@ -27,6 +28,7 @@ ORACLE_TRAIN_SEED0 = 2_000_000  # oracle training faces: seeds 2_000_000 .. +n_t
 ORACLE_EVAL_SEED0 = 9_000_000  # held-out faces for scoring: seeds 9_000_000 .. +n_eval
 ORACLE_VAL_SEED0 = 8_000_000  # faces for choosing among checkpoints during training (never scored on)
 DEFAULT_ORACLE = Path(__file__).resolve().parents[1] / "benchmarks" / "weights" / "oracle_faces64.safetensors"
+ALIGNED_ORACLE = DEFAULT_ORACLE.with_name("oracle_faces128_aligned.safetensors")  # benchmarks/oracle_aligned.py
 
 
 def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -38,8 +40,8 @@ def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 class _RenderedStream(torch.utils.data.IterableDataset):
     """Batches of rendered faces: epoch e visits the n training seeds in a permutation seeded by e."""
 
-    def __init__(self, n: int, size: int, batch: int, start_step: int, seed: int):
-        self.n, self.size, self.batch, self.start, self.seed = n, size, batch, start_step, seed
+    def __init__(self, n: int, size: int, batch: int, start_step: int, seed: int, mode: str = "wild"):
+        self.n, self.size, self.batch, self.start, self.seed, self.mode = n, size, batch, start_step, seed, mode
 
     def _permutation(self, epoch: int) -> np.ndarray:
         """The seed order of one epoch, computed once per epoch rather than once per image."""
@@ -58,16 +60,16 @@ class _RenderedStream(torch.utils.data.IterableDataset):
             for p in range(pos, pos + self.batch):
                 epoch, i = divmod(p, self.n)
                 seeds.append(ORACLE_TRAIN_SEED0 + int(self._permutation(epoch)[i]))
-            imgs, masks = zip(*(render_face(s, self.size) for s in seeds), strict=True)
+            imgs, masks = zip(*(render_face(s, self.size, self.mode) for s in seeds), strict=True)
             yield to_input(np.stack(imgs)), torch.from_numpy(np.stack(masks)).long()
             step += nw
 
 
-def oracle_batches(n_train: int, size: int, batch: int, seed: int = 0, workers: int = 2):
+def oracle_batches(n_train: int, size: int, batch: int, seed: int = 0, workers: int = 2, mode: str = "wild"):
     """start step -> iterator of (images, masks); rendering happens in `workers` processes."""
 
     def make(start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        ds = _RenderedStream(n_train, size, batch, start, seed)
+        ds = _RenderedStream(n_train, size, batch, start, seed, mode)
         return iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
                                                 persistent_workers=workers > 0))
 
@@ -75,7 +77,7 @@ def oracle_batches(n_train: int, size: int, batch: int, seed: int = 0, workers: 
 
 
 def render_cached(path: str | os.PathLike, n: int, size: int = 64, seed0: int = ORACLE_TRAIN_SEED0,
-                  workers: int = 2, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                  workers: int = 2, progress: bool = True, mode: str = "wild") -> tuple[np.ndarray, np.ndarray]:
     """Renders of seeds seed0 .. seed0+n-1 (images [n, s, s, 3], masks [n, s, s], uint8), kept in an .npz.
 
     Rendering costs more than a training step of the oracle, so long runs render every face once; the file is
@@ -85,33 +87,34 @@ def render_cached(path: str | os.PathLike, n: int, size: int = 64, seed0: int = 
     if path.exists():
         with np.load(path) as z:
             images, masks, meta = z["images"], z["masks"], z["meta"]
-        if [int(v) for v in meta] != [n, size, seed0]:
-            raise ValueError(f"{path} holds renders for (n, size, seed0) = {[int(v) for v in meta]}, not "
-                             f"{[n, size, seed0]}; delete it or choose another file")
+        got = [int(v) for v in meta] + [0] * (4 - len(meta))  # files from before render modes: wild
+        if got != [n, size, seed0, MODES.index(mode)]:
+            raise ValueError(f"{path} holds renders for (n, size, seed0, mode) = {got[:3] + [MODES[got[3]]]}, not "
+                             f"{[n, size, seed0, mode]}; delete it or choose another file")
         return images, masks
     chunks = [range(seed0 + i, seed0 + min(i + 250, n)) for i in range(0, n, 250)]
     parts = []
     with tqdm(total=n, desc="render", disable=not progress) as bar:
         if workers > 1:
             with get_context().Pool(workers) as pool:
-                for out in pool.imap(_render_chunk, [(list(c), size) for c in chunks]):
+                for out in pool.imap(_render_chunk, [(list(c), size, mode) for c in chunks]):
                     parts.append(out)
                     bar.update(len(out[0]))
         else:
             for c in chunks:
-                parts.append(_render_chunk((list(c), size)))
+                parts.append(_render_chunk((list(c), size, mode)))
                 bar.update(len(c))
     images = np.concatenate([a for a, _ in parts])
     masks = np.concatenate([b for _, b in parts])
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, images=images, masks=masks, meta=np.array([n, size, seed0]))
+        np.savez(f, images=images, masks=masks, meta=np.array([n, size, seed0, MODES.index(mode)]))
     return images, masks
 
 
-def _render_chunk(args: tuple[list[int], int]) -> tuple[np.ndarray, np.ndarray]:
-    seeds, size = args
-    return render_batch(seeds, size)
+def _render_chunk(args: tuple[list[int], int, str]) -> tuple[np.ndarray, np.ndarray]:
+    seeds, size, mode = args
+    return render_batch(seeds, size, mode)
 
 
 def cached_batches(images: np.ndarray, masks: np.ndarray, batch: int, seed: int = 0, flip: bool = True):
@@ -141,7 +144,7 @@ def train_oracle(run: str | os.PathLike, n_train: int = 10_000, size: int = 64, 
                  channels: list[int] | None = None, cfg: SegTrainConfig | None = None, workers: int = 2,
                  progress: bool = True, stop_at_step: int | None = None, cache: str | os.PathLike | None = None,
                  init: str | os.PathLike | None = None, validate: Callable[[UNet], float] | None = None,
-                 val_every: int = 0) -> tuple[UNet, dict]:
+                 val_every: int = 0, mode: str = "wild") -> tuple[UNet, dict]:
     """Train (or resume) the oracle in `run`.
 
     cache: render the n_train faces once into this .npz and draw flip-augmented batches from memory; without
@@ -149,6 +152,7 @@ def train_oracle(run: str | os.PathLike, n_train: int = 10_000, size: int = 64, 
     init: weights to start from (a UNet .safetensors of the same channels) when `run` holds no checkpoint yet:
     fine-tuning a shipped oracle with a new schedule or loss instead of starting over.
     validate, val_every: passed to `fit_segmenter` (the best-scoring step is kept as run/best.safetensors).
+    mode: render mode of the faces ("wild" or "aligned").
     """
     model = UNet(UNetConfig(num_classes=len(FACES), channels=channels or [32, 64, 128, 256]))
     cfg = cfg or SegTrainConfig()
@@ -159,10 +163,10 @@ def train_oracle(run: str | os.PathLike, n_train: int = 10_000, size: int = 64, 
                              f"{model.cfg.to_dict()}; pass matching --channels")
         model.load_state_dict(start.state_dict())
     if cache is not None:
-        images, masks = render_cached(cache, n_train, size, workers=workers, progress=progress)
+        images, masks = render_cached(cache, n_train, size, workers=workers, progress=progress, mode=mode)
         batches = cached_batches(images, masks, batch, cfg.seed)
     else:
-        batches = oracle_batches(n_train, size, batch, cfg.seed, workers)
+        batches = oracle_batches(n_train, size, batch, cfg.seed, workers, mode)
     res = fit_segmenter(model, batches, cfg, run, labels=FACES, progress=progress, stop_at_step=stop_at_step,
                         desc="oracle", validate=validate, val_every=val_every)
     return model, res
@@ -189,11 +193,12 @@ def segmenter_scores(model: torch.nn.Module, images: torch.Tensor, masks: np.nda
 
 
 def evaluate_on_renders(model: torch.nn.Module, n: int = 1000, size: int = 64, seed0: int = ORACLE_EVAL_SEED0,
-                        batch: int = 50, progress: bool = False) -> SegScores:
+                        batch: int = 50, progress: bool = False, mode: str = "wild") -> SegScores:
     """Scores of `model` on n held-out rendered faces (exact masks)."""
     acc = ScoreAccumulator(len(FACES))
     for i in tqdm(range(0, n, batch), desc="eval", disable=not progress):
-        imgs, masks = zip(*(render_face(s, size) for s in range(seed0 + i, seed0 + min(i + batch, n))), strict=True)
+        seeds = range(seed0 + i, seed0 + min(i + batch, n))
+        imgs, masks = zip(*(render_face(s, size, mode) for s in seeds), strict=True)
         pred, _ = predict_labels(model, to_input(np.stack(imgs)))
         acc.add(pred, torch.from_numpy(np.stack(masks)))
     return acc.scores()

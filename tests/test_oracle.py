@@ -117,3 +117,12 @@ def test_segmenter_scores_against_masks():
     x = to_input(imgs)
     assert segmenter_scores(Perfect(), x, masks).miou == 1.0
     assert segmenter_scores(Skin(), x, truth).miou < 0.2
+
+
+def test_render_cache_knows_the_render_mode(tmp_path):
+    path = tmp_path / "aligned.npz"
+    images, masks = render_cached(path, n=3, size=32, seed0=5, workers=1, progress=False, mode="aligned")
+    ref_i, ref_m = render_batch(range(5, 8), 32, "aligned")
+    assert np.array_equal(images, ref_i) and np.array_equal(masks, ref_m)
+    with pytest.raises(ValueError, match=r"mode\) = \[3, 32, 5, 'aligned'\].*delete it"):
+        render_cached(path, n=3, size=32, seed0=5, progress=False)  # asked for wild faces
