@@ -139,3 +139,21 @@ class TolerantScoreAccumulator:
     @property
     def miou(self) -> float:
         return _mean_present(self.iou)
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets a [N, D] and b [M, D] (as FID does).
+
+    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), in float64 through symmetric eigen-
+    decompositions, so no scipy is needed and small negative eigenvalues from rounding are clipped.
+    """
+    a, b = a.double(), b.double()
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"expected two feature sets [N, D] with one D and N >= 2, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = torch.cov(a.T), torch.cov(b.T)
+    ev, vec = torch.linalg.eigh(s_a)
+    root_a = vec @ torch.diag(ev.clamp(min=0).sqrt()) @ vec.T
+    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp(min=0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + s_a.trace() + s_b.trace() - 2 * cross)

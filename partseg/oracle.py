@@ -204,6 +204,22 @@ def evaluate_on_renders(model: torch.nn.Module, n: int = 1000, size: int = 64, s
     return acc.scores()
 
 
+@torch.no_grad()
+def bottleneck_features(model: torch.nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """The oracle's deepest encoder activations, averaged over space: [N, C] per image, for a Fréchet distance
+    between generated samples and renders (an FID whose network knows the parts, not ImageNet)."""
+    net = model.model if isinstance(model, FlipAveraged) else model
+    out: list[torch.Tensor] = []
+    hook = net.down[-1].register_forward_hook(lambda _m, _i, o: out.append(o.float().mean((2, 3))))
+    try:
+        net.eval()
+        for i in range(0, len(images), batch):
+            net(images[i:i + batch].float())
+    finally:
+        hook.remove()
+    return torch.cat(out)
+
+
 class FlipAveraged(torch.nn.Module):
     """A segmenter that averages its logits over the image and its mirror image.
 

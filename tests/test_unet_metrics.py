@@ -92,3 +92,30 @@ def test_boundary_pixels_and_one_pixel_tolerance():
     assert torch.equal(whole.counts, chunked.counts)
     with pytest.raises(ValueError, match="one shape"):
         TolerantScoreAccumulator(2).add(near[0], t[0])
+
+
+def test_frechet_distance_matches_closed_forms():
+    from partseg.metrics import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shift = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    assert frechet_distance(a, a + shift) == pytest.approx(5.25, abs=1e-6)  # same covariance: |shift|^2
+    # diagonal covariances: sum over dims of (s_a - s_b)^2
+    s = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    z = (a - a.mean(0)) / a.std(0)
+    assert frechet_distance(z, z * s) == pytest.approx(float(((1 - s) ** 2).sum()), rel=1e-3)
+    with pytest.raises(ValueError, match="feature sets"):
+        frechet_distance(a, a[:, :2])
+
+
+def test_oracle_bottleneck_features_are_per_image():
+    from partseg.oracle import FlipAveraged, bottleneck_features
+    from partseg.unet import UNet, UNetConfig
+
+    net = UNet(UNetConfig(num_classes=3, channels=[4, 8, 12]))
+    x = torch.randn(5, 3, 32, 32)
+    f = bottleneck_features(FlipAveraged(net), x, batch=2)
+    assert f.shape == (5, 12)
+    assert torch.allclose(f[3], bottleneck_features(net, x[3:4])[0], atol=1e-5)  # independent of batch mates
