@@ -51,7 +51,7 @@ ImageUpload = Annotated[Path, BeforeValidator(_remember_type),
                         Field(description="The image file (PNG, JPEG, WebP, BMP, TIFF or GIF), sent as the "
                                           "multipart/form-data field 'image'.")]
 INFO_KEYS = ("max_batch_size", "max_latency_ms", "batch_max_pixels", "max_pixels", "max_upload_mb", "max_side",
-             "max_aspect", "max_queue", "retry_after_s", "inversion_steps", "inversion_max_pixels",
+             "max_aspect", "max_queue", "max_buffered_mb", "retry_after_s", "inversion_steps", "inversion_max_pixels",
              "inversion_timeout_s")
 PNG = Annotated[PILImage.Image, ContentType("image/png")]
 
@@ -358,7 +358,7 @@ IMAGE_ERRORS = [400, 405, 408, 413, 415, 422, 503, 504]
 STATUSES = {"/predict": IMAGE_ERRORS, "/predict_json": IMAGE_ERRORS, "/overlay": IMAGE_ERRORS,
             "/predict_inversion": sorted([*IMAGE_ERRORS, 404, 500]), "/info": [400, 405, 408, 413, 503, 504],
             "/readyz": [503]}
-ADMISSION = serving.Admission(CFG.max_queue)
+ADMISSION = serving.Admission(CFG.max_queue, int(CFG.max_buffered_mb * 2**20))
 
 
 def _install_guard() -> None:

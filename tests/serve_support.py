@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_PIXELS = 200_000  # the test server's pixel limit
 MAX_UPLOAD_MB = 2  # its upload limit
 MAX_QUEUE = 40  # its admission bound (over the 32 concurrent requests of test_serve.py)
+MAX_BUFFERED_MB = 3  # request bodies it holds at once
 SIZES = [(64, 64), (50, 70)]
 
 
@@ -168,7 +169,8 @@ def serve_built(tmp_path_factory):
 def serve_server(serve_built):
     tmp, home = serve_built
     s = start(server_env(home, PARTSEG_MAX_PIXELS=str(MAX_PIXELS), PARTSEG_MAX_BATCH_SIZE="16",
-                    PARTSEG_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB), PARTSEG_MAX_QUEUE=str(MAX_QUEUE)), tmp / "server.log")
+                    PARTSEG_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB), PARTSEG_MAX_QUEUE=str(MAX_QUEUE),
+                    PARTSEG_MAX_BUFFERED_MB=str(MAX_BUFFERED_MB)), tmp / "server.log")
     yield s
     stop(s)
 

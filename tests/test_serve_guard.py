@@ -24,7 +24,7 @@ from PIL import Image
 
 from partseg import serving
 from partseg.serving.guard import GUARDED_BENTOML
-from tests.serve_support import MAX_QUEUE, MAX_UPLOAD_MB, bomb_png, mask_of, png, sample_images
+from tests.serve_support import MAX_BUFFERED_MB, MAX_QUEUE, MAX_UPLOAD_MB, bomb_png, mask_of, png, sample_images
 
 
 def _encoded(mode: str, fmt: str, size: tuple[int, int] = (40, 30), **save) -> bytes:
@@ -209,6 +209,27 @@ def test_admission_bound_answers_503_with_retry_after(serve_server):
     deadline = time.monotonic() + 20
     while serve_server.post("/predict", files=GOOD).status_code != 200:
         assert time.monotonic() < deadline, "the service did not recover after the held requests went"
+        time.sleep(0.2)
+
+
+def test_bytes_held_are_bounded(serve_server):
+    """Two uploads under the size limit, sent slowly: once the bodies held pass PARTSEG_MAX_BUFFERED_MB the second
+    is refused (503 + Retry-After); the first's bytes stay counted until it goes, then all is served again."""
+    part = int(0.55 * MAX_BUFFERED_MB * 2**20)
+    head = (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {MULTI}\r\nContent-Length: {part + 1000}\r\n\r\n"
+            ).encode()
+    first = _raw(serve_server.url, head, b"\0" * part)
+    try:
+        time.sleep(1.0)  # the guard has read (and counts) the first body's bytes
+        assert serve_server.post("/predict", files=GOOD).status_code == 200  # small ones still fit
+        with _raw(serve_server.url, head, b"\0" * part) as second:
+            status, data = _status_of(second)
+        assert status == 503 and b"PARTSEG_MAX_BUFFERED_MB" in data and b"retry-after" in data.lower(), data[:300]
+    finally:
+        first.close()
+    deadline = time.monotonic() + 20
+    while serve_server.post("/predict", files=GOOD).status_code != 200:
+        assert time.monotonic() < deadline
         time.sleep(0.2)
 
 

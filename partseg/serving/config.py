@@ -33,6 +33,7 @@ class ServeConfig:
     max_aspect: float = 32.0  # longest side / shortest side
     max_queue: int = 128  # endpoint requests in progress at once; the next is answered 503 at once
     retry_after_s: int = 1  # Retry-After of every 503
+    max_buffered_mb: float = 512.0  # request bodies held by the front at once, all requests together
     inversion: bool = False  # enable the predict_inversion endpoint (needs --gan/--head at packaging time)
     inversion_steps: int = 100  # optimiser steps per inverted image
     inversion_max_pixels: int = 1_048_576  # per inversion upload (1024 x 1024)
@@ -79,7 +80,7 @@ class ServeConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_aspect < 1:
             raise ValueError(f"max_aspect must be >= 1, got {self.max_aspect}")
-        for name in ("max_upload_mb", "inversion_timeout_s"):
+        for name in ("max_upload_mb", "inversion_timeout_s", "max_buffered_mb"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.threads < 0:

@@ -23,7 +23,7 @@ from http import HTTPStatus
 from typing import Any
 
 from .forms import FormSpec, check_form, encode_form, parse_form
-from .uploads import RequestError, TooLarge
+from .uploads import RequestError, TooLarge, Unavailable
 
 GUARDED_BENTOML = "1.4.40"  # the BentoML whose parser and app layers tests/test_serve_guard.py checks
 FORM_OVERHEAD = 64 * 1024  # bytes a form may add to the upload limit: boundaries, part headers, text fields
@@ -40,10 +40,13 @@ class Endpoint:
 
 class Admission:
     """At most `limit` endpoint requests in progress in this process (reading, decoding, queued for or in the
-    model, encoding); the next one is refused at once. Counters are read by /info and the load benchmark."""
+    model, encoding), holding at most `max_bytes` of request bodies between them; past either, a request is refused
+    (503) at once or as soon as its body would pass the byte budget."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, max_bytes: int | None = None):
         self.limit = int(limit)
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.inside = 0
         self.admitted = 0
         self.refused = 0
@@ -59,13 +62,20 @@ class Admission:
     def leave(self) -> None:
         self.inside -= 1
 
+    def reserve(self, n: int) -> None:
+        """Count `n` more body bytes held, or refuse the request (Unavailable) when the budget is spent."""
+        if self.max_bytes is not None and self.bytes + n > self.max_bytes:
+            raise Unavailable(f"the service holds {self.bytes / 2**20:.0f} MiB of request bodies, its limit "
+                              f"(PARTSEG_MAX_BUFFERED_MB); retry later")
+        self.bytes += n
+
 
 class ClientGone(Exception):
     pass
 
 
 async def read_body(scope: Mapping[str, Any], receive: Callable, limit: int,
-                    timeout: float = BODY_TIMEOUT_S) -> bytes:
+                    timeout: float = BODY_TIMEOUT_S, reserve: Callable[[int], None] | None = None) -> bytes:
     """The request body, refused (413) from its Content-Length before reading or as soon as it streams past
     `limit`; 408 when it has not all arrived within `timeout` seconds."""
     declared = header(scope, b"content-length")
@@ -87,7 +97,10 @@ async def read_body(scope: Mapping[str, Any], receive: Callable, limit: int,
                                HTTPStatus.REQUEST_TIMEOUT) from None
         if msg["type"] == "http.disconnect":
             raise ClientGone
-        buf += msg.get("body", b"")
+        chunk = msg.get("body", b"")
+        if reserve is not None:
+            reserve(len(chunk))
+        buf += chunk
         if len(buf) > limit:
             raise TooLarge(f"request body over the limit of {limit:,} bytes (the upload limit, "
                            f"PARTSEG_MAX_UPLOAD_MB, plus {FORM_OVERHEAD // 1024} KiB for the form)")
@@ -150,10 +163,17 @@ class Guard:
             msg = (f"the service is at its limit of {self.admission.limit} requests in progress "
                    f"(PARTSEG_MAX_QUEUE); retry after {self.retry_after} s")
             return await respond(send, 503, error_body(503, msg))
+        held = 0
+
+        def reserve(n: int) -> None:
+            nonlocal held
+            self.admission.reserve(n)
+            held += n
+
         try:
             try:
                 limit = self.max_upload + FORM_OVERHEAD if ep.form is not None else SMALL_BODY
-                raw = await read_body(scope, receive, limit)
+                raw = await read_body(scope, receive, limit, reserve=reserve)
                 body, ctype = self._canonical(ep, raw, header(scope, b"content-type"))
             except RequestError as e:
                 return await respond(send, int(e.status), error_body(int(e.status), e.message))
@@ -164,6 +184,7 @@ class Guard:
             headers += [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]
             await self.app({**scope, "headers": headers}, _replay(body, receive), send)
         finally:
+            self.admission.bytes -= held
             self.admission.leave()
 
     def _canonical(self, ep: Endpoint, raw: bytes, content_type: str | None) -> tuple[bytes, str]:

@@ -31,7 +31,7 @@ WHY = {
     "415": "Request not multipart/form-data, or the file's declared type is not an image",
     "422": "A parameter out of range or of the wrong type, or an image aspect ratio over the limit",
     "500": "The inversion worker reported an error",
-    "503": "Over capacity (queue bound or queue latency exceeded) or not ready; see the Retry-After header",
+    "503": "Over capacity (queue bound, body budget or queue latency) or not ready; see the Retry-After header",
     "504": "Not answered within the time limit",
 }
 
