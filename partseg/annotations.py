@@ -882,22 +882,26 @@ The labels are imported with
 
 
 def export_kit(gan: Any, n: int, seed: int, labels: Labels, out: str | os.PathLike, truncation: float = 1.0,
-               noise_mode: str = "const", device: str = "cpu", batch: int = 16, overwrite: bool = False) -> Path:
+               noise_mode: str = "const", device: str = "cpu", batch: int = 16, overwrite: bool = False,
+               z_dim: int | None = None) -> Path:
     """Write an annotation kit: n generated images with their exact latents, plus the annotators' files.
 
-    gan: a checkpoint path, 'builtin:NAME' or a Generator. Image i is sample seed+i (file images/seedNNNNNN.png).
+    gan: a checkpoint path, 'builtin:NAME', 'py:module:callable' (z_dim: its latent size when not inferable) or
+    a generator object (our StyleGAN2, a HookedGenerator, a FewShotGAN). Image i is sample seed+i (file
+    images/seedNNNNNN.png).
     The kit is built in a temporary folder and renamed into place, so a failure leaves no half kit.
     """
     from .dataset import write_sample_set
-    from .gan import Generator, load_generator
+    from .gan.interface import as_fewshot_gan, load_fewshot_gan
     from .gan.sampling import sample
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    G = gan if isinstance(gan, Generator) else load_generator(gan, device=device)
-    generator = "" if isinstance(gan, Generator) else str(gan)
+    by_name = isinstance(gan, str | os.PathLike)
+    G = load_fewshot_gan(gan, device=device, z_dim=z_dim) if by_name else as_fewshot_gan(gan)
+    generator = str(gan) if by_name else ""
     out = Path(out)
     _check_out(out, overwrite)
     s = sample(G, n, seed=seed, truncation=truncation, noise_mode=noise_mode, batch=batch)

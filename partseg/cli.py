@@ -26,6 +26,29 @@ def _fail(msg: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+GAN_HELP = "Generator: file, run folder, builtin:NAME, or py:module:callable (your own nn.Module z -> image)."
+LAYERS_HELP = "py: generators: submodules to read features from, e.g. main.2,main.5 (default: the head's)."
+Z_DIM_HELP = "py: generators: latent size (default: the first layer's input channels/features)."
+
+
+def _layer_list(layers: str | None) -> list[str] | None:
+    return [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+
+
+def _load_gan(gan: str, device: str, layers: str | None = None, z_dim: int | None = None):
+    """Any generator through the few-shot interface (partseg.gan.interface); errors name the option."""
+    from .gan.interface import load_fewshot_gan
+
+    return load_fewshot_gan(gan, device=device, layers=_layer_list(layers), z_dim=z_dim)
+
+
+def _check_head_layers(h, layers: str | None) -> None:
+    """--layers given with a head must be the head's (its weights fit those features only)."""
+    if layers and _layer_list(layers) != list(h.meta["layers"]):
+        _fail(f"--layers {layers} differs from the layers the head was trained on ({','.join(h.meta['layers'])}); "
+              f"leave --layers out to use the head's")
+
+
 # ---------------------------------------------------------------------------------------------------- gan
 
 
@@ -168,7 +191,9 @@ def data_synth(
 
 @annotate_app.command("export")
 def annotate_export(
-    gan: str = typer.Option("builtin:faces64", "--gan", help="Generator: file, run folder or builtin:NAME."),
+    gan: str = typer.Option("builtin:faces64", "--gan", help=GAN_HELP),
+    layers: str = typer.Option(None, "--layers", help="py: generators: checked to exist (train reads them)."),
+    z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
     n: int = typer.Option(20, "-n", help="Number of images to annotate."),
     seed: int = typer.Option(0, "--seed", help="Image i is sample SEED+i (file images/seed{SEED+i:06d}.png)."),
     labels: Path = typer.Option(None, "--labels", help="labels.json of the classes (default: the built-in faces)."),
@@ -182,9 +207,12 @@ def annotate_export(
     from .annotations import AnnotationError, export_kit
     from .labels import FACES, Labels
 
+    if layers:  # unknown layers, non-4-D or non-square maps: refused now, not at `partseg train`
+        _load_gan(gan, device, layers, z_dim).source(_layer_list(layers))
     try:
         path = export_kit(gan, n, seed, Labels.load(labels) if labels is not None else FACES, out,
-                          truncation=truncation, noise_mode=noise_mode, device=device, overwrite=overwrite)
+                          truncation=truncation, noise_mode=noise_mode, device=device, overwrite=overwrite,
+                          z_dim=z_dim)
     except AnnotationError as e:
         _fail(str(e))
     typer.echo(f"wrote an annotation kit of {n} images to {path}; annotators start with {path / 'README.md'}")
@@ -241,6 +269,8 @@ def annotate_ui(
     port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: any free port)."),
     head: Path = typer.Option(None, "--head", help="Head file from `partseg train`: enables the suggest button."),
     gan: str = typer.Option(None, "--gan", help="The head's generator (default: the kit's samples.json's)."),
+    layers: str = typer.Option(None, "--layers", help=LAYERS_HELP),
+    z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
     verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
 ) -> None:
     """Browser labeller for an annotation kit: paint masks, saved to the kit on every change. Ctrl-C stops it."""
@@ -248,6 +278,14 @@ def annotate_ui(
 
     if gan is not None and head is None:
         _fail("--gan is only used with --head (the suggest button)")
+    if gan is not None and gan.startswith("py:"):
+        from .fewshot import FewShotHead
+
+        G = _load_gan(gan, "cpu", z_dim=z_dim)
+        _check_head_layers(FewShotHead.load(head, G), layers)
+        gan = G
+    elif layers or z_dim:
+        _fail("--layers and --z-dim apply with --gan py:module:callable")
 
     def ready(url: str) -> None:
         typer.echo(f"labeller for {kit} at {url}  (Ctrl-C to stop)")
@@ -264,7 +302,10 @@ def annotate_ui(
 @app.command("train")
 def train_head(
     shots: Path = typer.Option(..., "--shots", help="Annotated generated samples (data-set layout + latents)."),
-    gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the shots were sampled from."),
+    gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the shots were sampled from. " + GAN_HELP),
+    layers: str = typer.Option(None, "--layers", help="py: generators (required): submodules to read features "
+                               "from, e.g. main.2,main.5 (names as in module.named_modules())."),
+    z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
     head: str = typer.Option("cnn", "--head", help="cnn (the paper's dilated CNN) | mlp (per-pixel MLP)."),
     out: Path = typer.Option(..., "--out", help="Head file to write (.safetensors)."),
     steps: int = typer.Option(0, "--steps", help="Optimiser steps (0: 600 for cnn, 1000 for mlp)."),
@@ -279,15 +320,16 @@ def train_head(
     """Train a few-shot CNN/MLP head on annotated generated images (re-run to resume)."""
     from .fewshot import FewShotConfig, load_shots, shots_to_invert
     from .fewshot import train_head as fit
-    from .gan import load_generator
     from .invert import InversionConfig, estimate_inversion_seconds
 
     if ckpt_every < 1:
         _fail(f"--ckpt-every must be >= 1, got {ckpt_every}")
-    G = load_generator(gan, device=device)
+    if gan.startswith("py:") and not layers:
+        _fail("--gan py:... needs --layers: the submodules whose outputs are the features (e.g. main.2,main.5)")
+    G = _load_gan(gan, device, layers, z_dim)
     n_inv = shots_to_invert(shots)
     inv = InversionConfig(steps=invert_steps)
-    if n_inv:  # real images, or samples whose latents were not kept: inversion is slow, so say so first
+    if n_inv and G.can_invert:  # real images, or samples without kept latents: inversion is slow, so say so first
         minutes = estimate_inversion_seconds(G, n_inv, inv) / 60
         typer.secho(f"note: {n_inv} annotated image(s) in {shots} have no recorded latent (no samples.json entry "
                     f"with an index into latents.safetensors): inverting them into the GAN first, "
@@ -296,8 +338,9 @@ def train_head(
     ckpt = out.with_name(out.name + ".ckpt.pt")
     if ckpt.exists():
         typer.echo(f"resuming head training from {ckpt}")
-    h = fit(G, sh, FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed), checkpoint=ckpt,
-            ckpt_every=ckpt_every)
+    cfg = FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed, layers=",".join(G.source(None).layers)
+                        if layers else "paper")
+    h = fit(G, sh, cfg, checkpoint=ckpt, ckpt_every=ckpt_every)
     h.meta["gan_source"] = gan
     h.save(out)
     ckpt.unlink(missing_ok=True)
@@ -310,9 +353,14 @@ def predict(
     out: Path = typer.Option(..., "--out", help="Output folder: labels/, overlays/ (+ reconstructions/)."),
     unet: Path = typer.Option(None, "--unet", help="Fast mode: a distilled UNet (.safetensors or run folder), an "
                               ".onnx file or a TensorRT engine."),
-    head: Path = typer.Option(None, "--head", help="Inversion mode: a head file from `partseg train`."),
-    gan: str = typer.Option("builtin:faces64", "--gan", help="Inversion mode: the generator the head belongs to."),
-    mode: str = typer.Option("auto", "--mode", help="unet | inversion | auto (unet when --unet is given)."),
+    head: Path = typer.Option(None, "--head", help="Inversion and head modes: a head file from `partseg train`."),
+    gan: str = typer.Option("builtin:faces64", "--gan", help="Inversion and head modes: the head's generator. "
+                            + GAN_HELP),
+    layers: str = typer.Option(None, "--layers", help=LAYERS_HELP),
+    z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
+    mode: str = typer.Option("auto", "--mode", help="unet | inversion | head (generated samples with their latents: "
+                             "a folder from `annotate export` or `gan sample`; any generator) | auto (unet when "
+                             "--unet is given)."),
     size: str = typer.Option("model", "--size", help="Fast mode: 'model' resizes to the UNet's training size and "
                              "back, 'native' runs at each image's size (padded to the stride), or a number."),
     backend: str = typer.Option("auto", "--backend", help="Fast mode: auto | torch | onnxruntime | tensorrt."),
@@ -325,8 +373,23 @@ def predict(
 
     if mode == "auto":
         mode = "unet" if unet is not None else "inversion"
-    if mode not in ("unet", "inversion"):
-        _fail(f"--mode must be unet, inversion or auto, not {mode!r}")
+    if mode not in ("unet", "inversion", "head"):
+        _fail(f"--mode must be unet, inversion, head or auto, not {mode!r}")
+    if mode == "head":
+        from .fewshot import FewShotHead
+        from .segment import predict_samples
+
+        if head is None:
+            _fail("--mode head needs --head HEAD (and --gan, the head's generator)")
+        if len(images) != 1 or not images[0].is_dir():
+            _fail("--mode head takes one folder of generated samples with their latents (samples.json)")
+        G = _load_gan(gan, device or "cpu", z_dim=z_dim)
+        h = FewShotHead.load(head, G)
+        _check_head_layers(h, layers)
+        res = predict_samples(images[0], G, h, out, batch=batch)
+        typer.echo(f"segmented {len(res.done)} generated samples with the head -> {out} (labels/, overlays/, "
+                   f"predictions.json)")
+        return
     files = list_image_files(images)
     if mode == "unet":
         if unet is None:
@@ -348,12 +411,13 @@ def predict(
     if head is None:
         _fail("--mode inversion needs --head HEAD (and --gan CKPT); for the fast mode pass --unet MODEL")
     from .fewshot import FewShotHead
-    from .gan import load_generator
     from .invert import InversionConfig
     from .segment import predict_files
 
-    G = load_generator(gan, device=device or "cpu")
+    G = _load_gan(gan, device or "cpu", z_dim=z_dim)
+    G.inversion_generator()  # a generator without inversion: refused here with what to do instead
     h = FewShotHead.load(head, G)
+    _check_head_layers(h, layers)
     res = predict_files(files, G, h, out, InversionConfig(steps=steps), batch=batch)
     typer.echo(f"segmented {len(res.done)} images -> {out} (labels/, overlays/, reconstructions/, "
                f"predictions.json)")
@@ -391,7 +455,9 @@ def evaluate(
 @app.command("distill")
 def distill(
     head: Path = typer.Option(..., "--head", help="Head file from `partseg train`."),
-    gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the head was trained on."),
+    gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the head was trained on. " + GAN_HELP),
+    layers: str = typer.Option(None, "--layers", help=LAYERS_HELP),
+    z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
     out: Path = typer.Option(..., "--out", help="Run folder: model.safetensors (last), best.safetensors, log."),
     steps: int = typer.Option(3000, "--steps"),
     batch: int = typer.Option(16, "--batch", help="Generated pairs per step, in total over all processes."),
@@ -419,13 +485,13 @@ def distill(
     from .distill import distill as run_distill
     from .distributed import init_distributed_from_env
     from .fewshot import FewShotHead
-    from .gan import load_generator
 
     init_distributed_from_env(device)
     if device in (None, "cuda") and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    G = load_generator(gan, device=device or "cpu")
+    G = _load_gan(gan, device or "cpu", z_dim=z_dim)
     h = FewShotHead.load(head, G)
+    _check_head_layers(h, layers)
     validate = None
     if val_renders:
         from .oracle import evaluate_on_renders

@@ -37,7 +37,7 @@ from .augment import AugmentConfig, augment_pair
 from .dataset import IMAGES, MASKS, read_image, read_mask, write_image, write_mask
 from .distributed import Dist
 from .fewshot import FewShotHead
-from .gan.stylegan2 import Generator
+from .gan.interface import GeneratorLike, as_fewshot_gan
 from .labels import IGNORE, LABELS_FILE
 from .seg_train import SegTrainConfig, fit_segmenter
 from .unet import UNet, UNetConfig
@@ -79,17 +79,19 @@ class DistillConfig:
 
 
 @torch.no_grad()
-def make_pairs(G: Generator, head: FewShotHead, n: int, gen: torch.Generator, confidence: float = 0.0,
-               truncation: float = 1.0, noise_mode: str = "const") -> tuple[torch.Tensor, torch.Tensor]:
+def make_pairs(G: GeneratorLike, head: FewShotHead, n: int, gen: torch.Generator,
+               confidence: float = 0.0, truncation: float = 1.0,
+               noise_mode: str = "const") -> tuple[torch.Tensor, torch.Tensor]:
     """n generated images [n, 3, R, R] with the head's labels [n, R, R] (255 where the head is unsure)."""
-    z = torch.randn(n, G.z_dim, generator=gen)
+    G = as_fewshot_gan(G)
+    z = G.random_z(n, gen)
     return _label_latents(G, head, z, confidence, truncation, noise_mode)
 
 
 @torch.no_grad()
-def _label_latents(G: Generator, head: FewShotHead, z: torch.Tensor, confidence: float, truncation: float,
-                   noise_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    ws = G.ws_from_z(z.to(G.mean_w.device), truncation)
+def _label_latents(G: GeneratorLike, head: FewShotHead, z: torch.Tensor, confidence: float,
+                   truncation: float, noise_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    ws = as_fewshot_gan(G).latents_from_z(z, truncation)
     img, logp = head.predict_ws(G, ws, noise_mode=noise_mode)
     if logp.shape[-1] != img.shape[-1]:
         logp = torch.nn.functional.interpolate(logp, size=img.shape[-2:], mode="bilinear", align_corners=False)
@@ -124,7 +126,7 @@ class PairCache:
     """Pre-augmentation pairs of (rank, step) in a data-set folder; a step counts as cached once all its files
     exist (each is written atomically, so a run killed mid-step just renders that step again)."""
 
-    def __init__(self, root: str | os.PathLike, G: Generator, head: FewShotHead, cfg: DistillConfig,
+    def __init__(self, root: str | os.PathLike, G: GeneratorLike, head: FewShotHead, cfg: DistillConfig,
                  per_process: int):
         self.root, self.labels, self.n = Path(root), head.labels, per_process
         key = {"format": CACHE_FORMAT, "format_version": 1, "gan_fingerprint": head.meta["gan_fingerprint"],
@@ -172,7 +174,7 @@ class PairCache:
             write_mask(mp, lab.to(torch.uint8).numpy(), self.labels)
 
 
-def pair_stream(G: Generator, head: FewShotHead, cfg: DistillConfig, rank: int = 0, world: int = 1,
+def pair_stream(G: GeneratorLike, head: FewShotHead, cfg: DistillConfig, rank: int = 0, world: int = 1,
                 cache: str | os.PathLike | None = None) -> Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
     """start step -> batches of batch / world (augmented image, labels); batch s depends only on (seed, rank, s).
 
@@ -182,6 +184,7 @@ def pair_stream(G: Generator, head: FewShotHead, cfg: DistillConfig, rank: int =
     if cfg.batch % world:
         raise ValueError(f"batch {cfg.batch} must be divisible by the number of processes ({world})")
     n = cfg.batch // world
+    G = as_fewshot_gan(G)
     aug = AugmentConfig()
     store = PairCache(cache, G, head, cfg, n) if cache is not None else None
 
@@ -192,7 +195,7 @@ def pair_stream(G: Generator, head: FewShotHead, cfg: DistillConfig, rank: int =
             if store is None:
                 x, y = make_pairs(G, head, n, gen, cfg.confidence, cfg.truncation, cfg.noise_mode)
             else:
-                z = torch.randn(n, G.z_dim, generator=gen)  # drawn even when cached: augmentation continues `gen`
+                z = G.random_z(n, gen)  # drawn even when cached: augmentation continues `gen`
                 got = store.read(rank, step)
                 if got is None:
                     x, y = _label_latents(G, head, z, cfg.confidence, cfg.truncation, cfg.noise_mode)
@@ -217,7 +220,7 @@ def _nothing_labelled(cfg: DistillConfig, step: int, n: int) -> str:
             f"--confidence (default 0.5, 0 keeps every pixel) or train a stronger head (more shots or steps)")
 
 
-def distill(G: Generator, head: FewShotHead, cfg: DistillConfig, out: str | os.PathLike,
+def distill(G: GeneratorLike, head: FewShotHead, cfg: DistillConfig, out: str | os.PathLike,
             validate: Callable[[UNet], float] | None = None, progress: bool = True,
             stop_at_step: int | None = None, cache: str | os.PathLike | None = None) -> tuple[UNet, dict]:
     """Train (or resume) a UNet in folder `out` on pairs from G and head; returns (model, summary).
@@ -225,9 +228,10 @@ def distill(G: Generator, head: FewShotHead, cfg: DistillConfig, out: str | os.P
     The UNet trains on G's device (the head is moved there too). Under torch.distributed every process calls
     this with the same arguments; see the module docstring for the global batch and the cache.
     """
+    G = as_fewshot_gan(G)
     head.check_generator(G)
     dd = Dist()
-    device = G.mean_w.device
+    device = G.device
     head.ensemble.to(device)
     torch.manual_seed(cfg.seed)
     model = UNet(UNetConfig(num_classes=len(head.labels), channels=cfg.channels))

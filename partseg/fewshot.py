@@ -23,10 +23,8 @@ from tqdm import tqdm
 
 from .atomic import atomic_torch_save
 from .dataset import load_dataset, load_images, read_mask
-from .features import feature_channels, pixel_features, stylegan_source
-from .gan.checkpoints import generator_fingerprint
-from .gan.sampling import noise_for_samples
-from .gan.stylegan2 import Generator
+from .features import feature_channels, pixel_features
+from .gan.interface import FewShotGAN, GeneratorLike, as_fewshot_gan
 from .heads import Ensemble, HeadConfig
 from .invert import InversionConfig, invert
 from .labels import IGNORE, Labels
@@ -98,13 +96,15 @@ def _read_index(root: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise ValueError(f"{lat_path}: not a readable safetensors file ({e}); expected the latents written with "
                          f"the samples (tensor 'ws' [N, num_ws, w_dim])") from None
     ws = lat.get("ws")
-    if ws is None or ws.ndim != 3:
+    if ws is None or ws.ndim < 2:
         got = f"shape {list(ws.shape)}" if ws is not None else f"no such tensor (has {sorted(lat)})"
-        raise ValueError(f"{lat_path}: field 'ws' is {got}; expected a tensor [N, num_ws, w_dim]")
+        raise ValueError(f"{lat_path}: field 'ws' is {got}; expected a tensor [N, ...] of latents (StyleGAN2: "
+                         f"[N, num_ws, w_dim])")
     return index, lat
 
 
-def _latent_row(s: dict, index_path: Path, lat: dict[str, torch.Tensor], G: Generator | None) -> torch.Tensor:
+def _latent_row(s: dict, index_path: Path, lat: dict[str, torch.Tensor],
+                G: FewShotGAN | None) -> torch.Tensor:
     """The recorded latent of generated sample `s`, with every way it can be wrong reported."""
     if "ws" not in lat:
         raise ValueError(f"{index_path}: sample {s['file']} has a latent 'index' but field 'latents' names no "
@@ -118,9 +118,8 @@ def _latent_row(s: dict, index_path: Path, lat: dict[str, torch.Tensor], G: Gene
     if not isinstance(s.get("seed"), int):
         raise ValueError(f"{index_path}: sample {s['file']} has 'seed' {s.get('seed')!r}; expected an integer "
                          f"(its noise is regenerated from it)")
-    if G is not None and tuple(lat["ws"].shape[1:]) != (G.num_ws, G.w_dim):
-        raise ValueError(f"{index_path}: field 'ws' of the latents has shape {list(lat['ws'].shape)}, expected "
-                         f"[N, {G.num_ws}, {G.w_dim}] for this generator (sampled from another GAN?)")
+    if G is not None:
+        G.check_latents(lat["ws"], f"{index_path}: field 'ws' of the latents")
     return lat["ws"][i]
 
 
@@ -138,11 +137,13 @@ def _needs_inversion(s: dict | None) -> bool:
     return s is None or bool(s.get("real")) or s.get("index") is None
 
 
-def load_shots(root: str | os.PathLike, G: Generator | None = None, inversion: InversionConfig | None = None,
-               progress: bool = False) -> Shots:
+def load_shots(root: str | os.PathLike, G: GeneratorLike | None = None,
+               inversion: InversionConfig | None = None, progress: bool = False) -> Shots:
     """A data-set folder of annotated samples. Generated ones need their latents (samples.json +
-    latents.safetensors); real ones (recorded as real, or a folder without samples.json) are inverted into G."""
+    latents.safetensors); real ones (recorded as real, or a folder without samples.json) are inverted into G
+    (a generator without inversion refuses them)."""
     root = Path(root)
+    G = as_fewshot_gan(G) if G is not None else None
     labels, items = load_dataset(root)
     index_path = root / "samples.json"
     index, lat = _read_index(root)
@@ -167,8 +168,13 @@ def load_shots(root: str | os.PathLike, G: Generator | None = None, inversion: I
     if to_invert:
         if G is None:
             raise ValueError(f"{root}: {len(to_invert)} annotated real images need GAN inversion; pass the generator")
+        try:
+            inverter = G.inversion_generator()
+        except ValueError as e:
+            raise type(e)(f"{root}: {len(to_invert)} annotated images have no recorded latent (real images?), "
+                          f"e.g. {items[to_invert[0]][1]}; {e}") from None
         images = load_images([items[i][1] for i in to_invert], G.resolution)
-        inv = invert(G, images, inversion, progress=progress)
+        inv = invert(inverter, images, inversion, progress=progress)
         for j, i in enumerate(to_invert):
             ws[i] = inv.ws[j].cpu()
             noise[i] = [t[j:j + 1].cpu() for t in inv.noise]
@@ -176,16 +182,17 @@ def load_shots(root: str | os.PathLike, G: Generator | None = None, inversion: I
                  noise if to_invert else None, real)
 
 
-def shot_features(G: Generator, shots: Shots, cfg: FewShotConfig, dtype: torch.dtype = torch.float32):
+def shot_features(G: GeneratorLike, shots: Shots, cfg: FewShotConfig,
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, list[str]]:
     """[K, C, S, S] features of every shot, computed one shot at a time."""
+    G = as_fewshot_gan(G)
     out = []
-    dev = G.mean_w.device
+    dev = G.device
     for i in range(len(shots.names)):
+        noise = None
         if shots.noise is not None and shots.noise[i] is not None:
             noise = [t.to(dev) for t in shots.noise[i]]
-        else:
-            noise = noise_for_samples(G, [shots.seeds[i]], shots.noise_mode)
-        src = stylegan_source(G, cfg.layers, noise_mode=shots.noise_mode, noise=noise)
+        src = G.source(cfg.layers, noise_mode=shots.noise_mode, seeds=[shots.seeds[i]], noise=noise)
         _, f = pixel_features(src, shots.ws[i:i + 1].to(dev), size=cfg.size or None, mode=cfg.mode, dtype=dtype)
         out.append(f.cpu())
     return torch.cat(out), src.layers
@@ -205,7 +212,7 @@ def shots_digest(shots: Shots) -> str:
     return h.hexdigest()[:16]
 
 
-def train_head(G: Generator, shots: Shots, cfg: FewShotConfig, progress: bool = True,
+def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: bool = True,
                checkpoint: str | os.PathLike | None = None, ckpt_every: int = 100) -> FewShotHead:
     """Fit a head (or an ensemble, each member from its own seed) to the shots; deterministic on CPU.
 
@@ -214,6 +221,7 @@ def train_head(G: Generator, shots: Shots, cfg: FewShotConfig, progress: bool = 
     once the head is saved. A checkpoint of other settings or other shots is refused with the differences.
     """
     t0 = time.time()
+    G = as_fewshot_gan(G)
     feats, layers = shot_features(G, shots, cfg)
     size = feats.shape[-1]
     hcfg = HeadConfig(kind=cfg.head, in_channels=feats.shape[1], num_classes=len(shots.labels))
@@ -228,7 +236,7 @@ def train_head(G: Generator, shots: Shots, cfg: FewShotConfig, progress: bool = 
     valid = (flat_m != IGNORE).nonzero()[:, 0]
     if len(valid) == 0:
         raise ValueError("the shots have no labelled pixels")
-    settings = {**asdict(cfg), "shots": shots_digest(shots), "gan_fingerprint": generator_fingerprint(G)}
+    settings = {**asdict(cfg), "shots": shots_digest(shots), "gan_fingerprint": G.fingerprint()}
     ckpt = _resume_head(checkpoint, settings)
     start_member, start_step = (ckpt["member"], ckpt["step"]) if ckpt else (0, 0)
     if ckpt:
@@ -278,7 +286,7 @@ def train_head(G: Generator, shots: Shots, cfg: FewShotConfig, progress: bool = 
         if checkpoint is not None:  # this member is done: a resume starts the next one
             save(m_i + 1, 0)
     bar.close()
-    meta = {"gan_fingerprint": generator_fingerprint(G), "layers": layers, "size": size, "mode": cfg.mode,
+    meta = {"gan_fingerprint": G.fingerprint(), "layers": layers, "size": size, "mode": cfg.mode,
             "noise_mode": shots.noise_mode, "train_config": asdict(cfg), "shots": shots.names,
             "train_seconds": round(time.time() - t0, 1)}
     return FewShotHead(ens.eval(), shots.labels, meta)
@@ -303,17 +311,19 @@ class FewShotHead:
     def __init__(self, ensemble: Ensemble, labels: Labels, meta: dict):
         self.ensemble, self.labels, self.meta = ensemble, labels, meta
 
-    def check_generator(self, G: Generator, where: str = "head") -> None:
-        fp = generator_fingerprint(G)
+    def check_generator(self, G: GeneratorLike, where: str = "head") -> None:
+        fp = as_fewshot_gan(G).fingerprint()
         if fp != self.meta["gan_fingerprint"]:
             raise ValueError(f"{where} was trained on the features of another GAN (fingerprint "
                              f"{self.meta['gan_fingerprint']}, this one is {fp}); train a head for this GAN")
 
     @torch.no_grad()
-    def predict_ws(self, G: Generator, ws: torch.Tensor, noise: list | None = None,
-                   noise_mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images [N, 3, H, W], log-probabilities [N, K, S, S]) for latents ws."""
-        src = stylegan_source(G, self.meta["layers"], noise_mode=noise_mode or self.meta["noise_mode"], noise=noise)
+    def predict_ws(self, G: GeneratorLike, ws: torch.Tensor, noise: list | None = None,
+                   noise_mode: str | None = None, seeds: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images [N, 3, H, W], log-probabilities [N, K, S, S]) for latents ws (noise: explicit maps, or
+        seeds: each sample's own noise in 'random' mode; neither: the noise mode's default)."""
+        src = as_fewshot_gan(G).source(self.meta["layers"], noise_mode=noise_mode or self.meta["noise_mode"],
+                                       seeds=seeds, noise=noise)
         img, feats = pixel_features(src, ws, size=self.meta["size"], mode=self.meta["mode"])
         return img, F.log_softmax(self.ensemble(feats), dim=1)
 
@@ -324,7 +334,7 @@ class FewShotHead:
         return write_safetensors(path, self.ensemble.state_dict(), meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, G: Generator | None = None) -> FewShotHead:
+    def load(cls, path: str | os.PathLike, G: GeneratorLike | None = None) -> FewShotHead:
         """Load a head; with G, refuse it unless it was trained on this GAN's features."""
         meta, sd = read_safetensors(path, HEAD_FORMAT, "head")
         ens = Ensemble(HeadConfig(**json.loads(meta["head_config"])), int(meta["ensemble"]))
@@ -335,8 +345,8 @@ class FewShotHead:
         return head
 
 
-def channels_of(G: Generator, cfg: FewShotConfig) -> int:
-    return feature_channels(stylegan_source(G, cfg.layers))
+def channels_of(G: GeneratorLike, cfg: FewShotConfig) -> int:
+    return feature_channels(as_fewshot_gan(G).source(cfg.layers))
 
 
 def as_uint8_labels(logp: torch.Tensor) -> np.ndarray:

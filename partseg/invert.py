@@ -114,6 +114,7 @@ def prepare_targets(images: torch.Tensor, resolution: int) -> torch.Tensor:
 def invert(G: Generator, images: torch.Tensor, cfg: InversionConfig | None = None,
            progress: bool = False) -> Inversion:
     """Optimise latents (and noise) so that G reproduces `images` ([N, 3, H, W] in [-1, 1]), all at once."""
+    G = _inversion_generator(G)
     cfg = cfg or InversionConfig()
     dev = G.mean_w.device
     target = prepare_targets(images.to(dev).float(), G.resolution)
@@ -170,6 +171,7 @@ def estimate_inversion_seconds(G: Generator, n: int, cfg: InversionConfig | None
     """Rough time to invert n images here: two timed optimisation passes of the batch, times the step count."""
     import time
 
+    G = _inversion_generator(G)
     cfg = cfg or InversionConfig()
     dev = G.mean_w.device
     ws = G.mean_w.detach()[None, None].repeat(n, G.num_ws, 1).requires_grad_(True)
@@ -182,3 +184,11 @@ def estimate_inversion_seconds(G: Generator, n: int, cfg: InversionConfig | None
         times.append(time.perf_counter() - t0)
     return min(times) * cfg.steps * 1.3  # + the reconstruction loss and noise regularisation
 
+
+def _inversion_generator(G: object) -> Generator:
+    """Our StyleGAN2 as is; any other generator through the interface, which refuses those without inversion."""
+    if isinstance(G, Generator):
+        return G
+    from .gan.interface import as_fewshot_gan
+
+    return as_fewshot_gan(G).inversion_generator()

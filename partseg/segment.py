@@ -15,8 +15,8 @@ import torch
 from .atomic import atomic_write_text
 from .dataset import IMAGE_SUFFIXES, load_images, read_image, write_image, write_mask
 from .fewshot import FewShotHead
+from .gan.interface import GeneratorLike, as_fewshot_gan
 from .gan.sampling import to_uint8
-from .gan.stylegan2 import Generator
 from .invert import InversionConfig, invert
 from .runs import one_line
 from .runtime import Segmenter
@@ -37,9 +37,10 @@ def list_image_files(inputs: list[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def segment_by_inversion(G: Generator, head: FewShotHead, images: torch.Tensor, cfg: InversionConfig | None = None,
-                         batch: int = 8, progress: bool = False) -> dict:
+def segment_by_inversion(G: GeneratorLike, head: FewShotHead, images: torch.Tensor,
+                         cfg: InversionConfig | None = None, batch: int = 8, progress: bool = False) -> dict:
     """Invert each batch, then apply the head to the features of the inverted latents and noise."""
+    G = as_fewshot_gan(G).inversion_generator()  # a generator without inversion is refused here, by name
     head.check_generator(G)
     labels, recons, psnrs = [], [], []
     for i in range(0, len(images), batch):
@@ -80,12 +81,13 @@ def _reason(f: Path, e: BaseException) -> str:
     return text.removeprefix(f"{f}: ") if text.startswith(f"{f}: ") else f"{type(e).__name__}: {text}"
 
 
-def predict_files(files: list[Path], G: Generator, head: FewShotHead, out: str | os.PathLike,
+def predict_files(files: list[Path], G: GeneratorLike, head: FewShotHead, out: str | os.PathLike,
                   cfg: InversionConfig | None = None, batch: int = 8, progress: bool = True) -> Predicted:
     """The `partseg predict --mode inversion` job: writes out/labels, out/overlays, out/reconstructions.
 
     Images that cannot be read are skipped and listed (returned and in predictions.json under 'failed')."""
     out = Path(out)
+    G = as_fewshot_gan(G).inversion_generator()
     t0 = time.time()
     files, images, failed = _readable(files, lambda f: load_images([f], G.resolution)[0])
     if not files:
@@ -157,3 +159,44 @@ def predict_files_unet(files: list[Path], segmenter: Segmenter, out: str | os.Pa
                                   "seconds_per_image": round(seconds / max(len(done), 1), 5), "images": records,
                                   "failed": _failed_records(failed)}, indent=1), out / "predictions.json")
     return Predicted(out, done, failed)
+
+
+def predict_samples(folder: str | os.PathLike, G: GeneratorLike, head: FewShotHead, out: str | os.PathLike,
+                    batch: int = 8) -> Predicted:
+    """The `partseg predict --mode head` job: segment generated samples that carry their latents (a folder from
+    `annotate export` or `gan sample`) by applying the head to their regenerated features. Works with any
+    generator, inversion or not. Writes out/labels, out/overlays (on the regenerated images), predictions.json."""
+    from .gan.sampling import INDEX_FILE, load_samples_record
+
+    folder, out = Path(folder), Path(out)
+    G = as_fewshot_gan(G)
+    head.check_generator(G)
+    if not (folder / INDEX_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: --mode head needs a folder of generated samples with their latents "
+                                f"({INDEX_FILE}, written by `partseg annotate export` or `partseg gan sample`)")
+    index, lat = load_samples_record(folder)
+    todo = [s for s in index.get("samples", []) if not s.get("real") and s.get("index") is not None]
+    if not todo or "ws" not in lat:
+        raise ValueError(f"{folder / INDEX_FILE}: no generated samples with recorded latents")
+    G.check_latents(lat["ws"], f"{folder}: field 'ws' of the latents")
+    noise_mode = index.get("noise_mode") or "const"
+    t0, records, done = time.time(), [], []
+    for i in range(0, len(todo), batch):
+        chunk = todo[i:i + batch]
+        seeds = [int(s["seed"]) for s in chunk]
+        ws = lat["ws"][[int(s["index"]) for s in chunk]].to(G.device)
+        img, logp = head.predict_ws(G, ws, noise_mode=noise_mode, seeds=seeds)
+        if logp.shape[-1] != img.shape[-1]:
+            logp = torch.nn.functional.interpolate(logp, size=img.shape[-2:], mode="bilinear", align_corners=False)
+        for s, im, lab in zip(chunk, to_uint8(img.clamp(-1, 1).cpu()), logp.argmax(1).byte().cpu().numpy(),
+                              strict=True):
+            name = Path(s["file"]).stem
+            write_mask(out / "labels" / f"{name}.png", lab, head.labels)
+            write_image(out / "overlays" / f"{name}.png", head.labels.overlay(im, lab))
+            records.append({"sample": s["file"], "name": name, "seed": s["seed"]})
+            done.append(folder / s["file"])
+    head.labels.save(out / "labels.json")
+    atomic_write_text(json.dumps({"mode": "head", "generator_fingerprint": G.fingerprint(),
+                                  "seconds_per_image": round((time.time() - t0) / len(done), 4), "images": records,
+                                  "failed": []}, indent=1), out / "predictions.json")
+    return Predicted(out, done, [])

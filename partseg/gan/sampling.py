@@ -27,8 +27,8 @@ INDEX_FILE = "samples.json"
 @dataclass
 class Samples:
     images: torch.Tensor  # [N, 3, H, W] float, generator range
-    z: torch.Tensor  # [N, z_dim]
-    ws: torch.Tensor  # [N, num_ws, w_dim]
+    z: torch.Tensor  # [N, z_dim] (other generators: [N, *z_shape])
+    ws: torch.Tensor  # [N, num_ws, w_dim]: the latents the features come from (other generators: their z)
     seeds: list[int]
     truncation: float
     noise_mode: str
@@ -63,13 +63,16 @@ def render_ws(G: Generator, ws: torch.Tensor, seeds: list[int], noise_mode: str)
 
 
 @torch.no_grad()
-def sample(G: Generator, n: int, seed: int = 0, truncation: float = 1.0, noise_mode: str = "const",
+def sample(G, n: int, seed: int = 0, truncation: float = 1.0, noise_mode: str = "const",
            batch: int = 16, progress: bool = False) -> Samples:
+    """n samples of any generator (our StyleGAN2 or a partseg.gan.interface.FewShotGAN)."""
+    from .interface import as_fewshot_gan
+
+    G = as_fewshot_gan(G)
     seeds = list(range(seed, seed + n))
-    dev = G.mean_w.device
-    z = torch.cat([z_for_seed(s, G.z_dim) for s in seeds])
-    ws = torch.cat([G.ws_from_z(z[i:i + batch].to(dev), truncation).cpu() for i in range(0, n, batch)])
-    imgs = [render_ws(G, ws[i:i + batch], seeds[i:i + batch], noise_mode)
+    z = torch.cat([G.z_for_seed(s) for s in seeds])
+    ws = torch.cat([G.latents_from_z(z[i:i + batch], truncation).cpu() for i in range(0, n, batch)])
+    imgs = [G.render(ws[i:i + batch], seeds[i:i + batch], noise_mode)
             for i in tqdm(range(0, n, batch), desc="sampling", unit="batch", disable=not progress)]
     return Samples(torch.cat(imgs), z, ws, seeds, truncation, noise_mode)
 

@@ -87,7 +87,7 @@ class _Suggester:
 
     def __init__(self, kit: Path, labels: Labels, head: str | os.PathLike, gan: Any = None):
         from ..fewshot import FewShotHead
-        from ..gan import Generator, load_generator
+        from ..gan.interface import as_fewshot_gan, load_fewshot_gan
         from ..gan.sampling import INDEX_FILE, load_samples_record
 
         if not Path(head).is_file():
@@ -98,7 +98,7 @@ class _Suggester:
             gan = (index or {}).get("generator") or None
             if gan is None:
                 raise ValueError(f"a head needs its generator: pass --gan (the kit's {INDEX_FILE} names none)")
-        G = gan if isinstance(gan, Generator) else load_generator(gan)
+        G = load_fewshot_gan(gan) if isinstance(gan, str | os.PathLike) else as_fewshot_gan(gan)
         self.G = G
         self.head = FewShotHead.load(head, G)  # refuses a head trained on another GAN's features
         if [n.lower() for n in self.head.labels.names] != [n.lower() for n in labels.names]:
@@ -124,15 +124,13 @@ class _Suggester:
         import torch
 
         from ..fewshot import as_uint8_labels
-        from ..gan.sampling import noise_for_samples
 
         key = (name, height, width)
         with self._lock:
             if key not in self._cache:
                 ws, seed = self.latents[name]
-                noise = noise_for_samples(self.G, [seed], self.noise_mode)
                 with torch.no_grad():
-                    _, logp = self.head.predict_ws(self.G, ws[None].to(self.G.mean_w.device), noise=noise,
+                    _, logp = self.head.predict_ws(self.G, ws[None].to(self.G.device), seeds=[seed],
                                                    noise_mode=self.noise_mode)
                 pred = as_uint8_labels(logp)[0]
                 if pred.shape != (height, width):  # head feature size != image size: nearest keeps indices
