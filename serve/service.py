@@ -164,6 +164,32 @@ def _refuse_url_fields() -> None:
 _refuse_url_fields()
 
 
+def _cache_mime_types() -> None:
+    """BentoML 1.4.40 works out an API's response type on every response by building a pydantic TypeAdapter and
+    its JSON schema (IOMixin.mime_type): 12 % of the model service's CPU and 6 % of the front's under load
+    (benchmarks/serve_profile.py). The answer depends only on the output class, so it is computed once per class."""
+    try:
+        from _bentoml_sdk.io_models import IOMixin
+    except ImportError:  # another BentoML layout: nothing to patch
+        return
+    original = IOMixin.mime_type
+    if getattr(original, "partseg_cached", False):
+        return
+    cache: dict[tuple[type, str | None], str] = {}
+
+    def mime_type(cls: type) -> str:
+        key = (cls, cls.media_type)  # type: ignore[attr-defined]
+        if key not in cache:
+            cache[key] = original.__func__(cls)
+        return cache[key]
+
+    mime_type.partseg_cached = True  # type: ignore[attr-defined]
+    IOMixin.mime_type = classmethod(mime_type)  # type: ignore[method-assign,assignment]
+
+
+_cache_mime_types()
+
+
 def _error(e: serving.RequestError) -> JSONResponse:
     return JSONResponse({"error": e.message, "status": int(e.status)}, status_code=int(e.status))  # the guard adds
     # Retry-After to a 503
@@ -190,6 +216,8 @@ class Segmenter:
         self.runtime = Runtime(None, info)  # type: ignore[arg-type] - its pre/post-processing only; no backend here
         serving.install_pixel_limit(max(CFG.max_pixels, CFG.inversion_max_pixels if CFG.inversion else 0))
         self._described: dict[str, Any] | None = None
+        # Concurrent requests share model calls (partseg.serving.coalesce); with batching off, one call each.
+        self._coalesced = serving.Coalescer(self._segment, CFG.max_batch_size) if CFG.batching else None
         self.inversion: serving.InversionRunner | None = None
         self._inversion_turn = asyncio.Lock()
         if CFG.inversion:
@@ -215,6 +243,8 @@ class Segmenter:
         async def call() -> np.ndarray:
             if x.shape[1] * x.shape[2] > CFG.batch_max_pixels:
                 return await self.model.to_async.segment_large(x)
+            if self._coalesced is not None:
+                return await self._coalesced(x)
             return (await self.model.to_async.segment([x]))[0]
 
         try:
@@ -234,6 +264,9 @@ class Segmenter:
             raise serving.Unavailable(f"the model service is not answering ({type(e).__name__}); it is restarted "
                                       f"automatically when it dies; retry after {CFG.retry_after_s} s") from None
         return await asyncio.to_thread(self.runtime.finish, logits, *arr.shape[:2])
+
+    async def _segment(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return await self.model.to_async.segment(inputs)
 
     async def _backend(self) -> dict[str, Any]:
         if self._described is None:

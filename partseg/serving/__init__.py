@@ -19,6 +19,7 @@ from .bundle import (
                      package_model,
                      stage_bundle,
 )
+from .coalesce import Coalescer
 from .config import BUNDLE_FILE, BUNDLE_FORMAT, CONFIG_ENV, DEFAULT_MODEL_NAME, ENV_PREFIX, ServeConfig, gpu_requested
 from .forms import FormSpec, check_form, encode_form, parse_form
 from .guard import Admission, Endpoint, Guard
@@ -48,8 +49,8 @@ from .uploads import (
 )
 
 __all__ = [
-    "Admission", "Endpoint", "FormSpec", "Guard", "Unavailable", "Unprocessable", "check_form", "encode_form",
-    "parse_form", "patch_spec",
+    "Admission", "Coalescer", "Endpoint", "FormSpec", "Guard", "Unavailable", "Unprocessable", "check_form",
+    "encode_form", "parse_form", "patch_spec",
     "BATCH_METRIC", "BENTOML_BATCH_METRIC", "BUNDLE_FILE", "BUNDLE_FORMAT", "CONFIG_ENV", "DEFAULT_MODEL_NAME",
     "ENV_PREFIX", "GENERIC_TYPES", "IMAGE_FORMATS", "IMAGE_TYPES", "KIND_OF_SUFFIX", "ORDER", "Artefact", "Bundle",
     "Disabled", "InversionBusy", "InversionFailed", "InversionRunner", "InversionTimeout", "Loaded", "RequestError",
