@@ -7,12 +7,13 @@ other processes hits all settings alike; the median round counts. Settings: prec
 
     python3 benchmarks/gan_speed.py [--resolution 128 --rounds 5 --threads 2 --no-write]
 
-Writes the section "GAN training speed (CPU)" of BENCHMARKS.md.
+Writes the section "gan-speed" ("gan-speed-quick" with --quick) of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -78,24 +79,26 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--base", default="T2", choices=[k[:2] for k in TABLES], help="table of the main settings")
     ap.add_argument("--quick", action="store_true", help="tables T1 and T2 in fp32 and bf16 only")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = args.resolution
-    t1 = next(iter(TABLES))
+    base = next(k for k in TABLES if k.startswith(args.base))
     settings: dict[str, tuple] = {}
-    for bf16 in (False, True):
-        for cl in (False, True):
-            settings[f"{t1[:2]}, batch 32, {'bf16' if bf16 else 'fp32'}{', channels_last' if cl else ''}"] = (
-                TABLES[t1], 32, bf16, cl)
-    for name, table in TABLES.items():
-        if name != t1:
-            for bf16 in (False, True):
-                settings[f"{name[:2]}, batch 32, {'bf16' if bf16 else 'fp32'}"] = (table, 32, bf16, False)
-    settings[f"{t1[:2]}, batch 16, bf16"] = (TABLES[t1], 16, True, False)
     if args.quick:
-        settings = {k: v for k, v in settings.items() if k[:2] in ("T1", "T2") and "batch 32" in k and "_" not in k}
+        for name in list(TABLES)[:2]:
+            for bf16 in (False, True):
+                settings[f"{name[:2]}, batch 32, {'bf16' if bf16 else 'fp32'}"] = (TABLES[name], 32, bf16, False)
+    else:  # precision, memory format and batch on the base table; the other tables in bf16
+        settings[f"{args.base}, batch 32, fp32"] = (TABLES[base], 32, False, False)
+        settings[f"{args.base}, batch 32, bf16"] = (TABLES[base], 32, True, False)
+        settings[f"{args.base}, batch 32, bf16, channels_last"] = (TABLES[base], 32, True, True)
+        settings[f"{args.base}, batch 16, bf16"] = (TABLES[base], 16, True, False)
+        for name, table in TABLES.items():
+            if name != base:
+                settings[f"{name[:2]}, batch 32, bf16"] = (table, 32, True, False)
     steps = {k: Step(v[0], res, *v[1:]) for k, v in settings.items()}
     times: dict[str, list[float]] = {k: [] for k in steps}
     for s in steps.values():  # warm-up (allocator, oneDNN kernel choice)
@@ -109,18 +112,25 @@ def main() -> None:
     for k, ts in times.items():
         b = settings[k][1]
         sec_kimg = statistics.median(ts) / b * 1000
-        rows.append(f"| {k} | {statistics.median(ts):.2f} | {sec_kimg:.0f} | {base * 1000 / sec_kimg:.2f}x |")
+        rows.append(f"| {k} | {statistics.median(ts):.2f} | {min(ts):.2f}-{max(ts):.2f} | {sec_kimg:.0f} | "
+                    f"{base * 1000 / sec_kimg:.2f}x |")
         print(rows[-1], flush=True)
     tables = "\n".join(f"- {k}" for k in TABLES)
-    text = (f"Machine: {machine()}; bf16 units: {'yes' if cpu_has_bf16() else 'no'} "
+    load = f"{os.getloadavg()[0]:.1f}"
+    text = (f"## GAN training speed on CPU{', quick' if args.quick else ''} (issue #14)\n\n"
+            f"Machine: {machine()}; 1-minute load average {load} at the end (other jobs share it; the settings "
+            f"ran in round-robin rounds; compare the spread of the rounds before trusting a ratio); "
+            f"bf16 units: {'yes' if cpu_has_bf16() else 'no'} "
             f"(avx512_bf16 / amx_bf16 in /proc/cpuinfo). Command: `python3 benchmarks/gan_speed.py --resolution {res} "
-            f"--rounds {args.rounds} --threads {args.threads}{' --quick' if args.quick else ''}`, "
+            f"--rounds {args.rounds} --threads {args.threads}"
+            f"{' --quick' if args.quick else f' --base {args.base}'}`, "
             f"{utc_now()} UTC. StyleGAN2 at {res} px, z/w 256, "
             f"2 mapping layers; one training step = G main + D main + R1 amortised over 16 steps (no path-length "
             f"term); median of {args.rounds} round-robin rounds. Channel tables:\n{tables}\n\n"
-            f"| setting | s/step | s/kimg | speed vs first row |\n|---|---:|---:|---:|\n" + "\n".join(rows))
+            f"| setting | s/step (median) | s/step (rounds: min-max) | s/kimg | speed vs first row |\n"
+            f"|---|---:|---:|---:|---:|\n" + "\n".join(rows))
     if not args.no_write:
-        write_section("GAN training speed (CPU)", text)
+        write_section("gan-speed-quick" if args.quick else "gan-speed", text)
 
 
 if __name__ == "__main__":
