@@ -15,6 +15,22 @@ CONFORMANCE = SHARED / "conformance"
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """The console entry point in-process (its one-line error handling included): (exit code, stdout + stderr)."""
+    import sys
+
+    from partseg.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["partseg", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
 def tiny_config(resolution: int = 32) -> GeneratorConfig:
     ch = {4: 32, 8: 32, 16: 16, 32: 16, 64: 8}
     return GeneratorConfig(resolution=resolution, z_dim=32, w_dim=32, n_mlp=2,

@@ -4,12 +4,9 @@ files of a killed write are removed, and other settings on an existing run are r
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
-from partseg.cli import main
 from partseg.dataset import write_sample_set
 from partseg.fewshot import FewShotConfig, load_shots, train_head
 from partseg.gan import save_generator
@@ -17,20 +14,9 @@ from partseg.gan.sampling import sample
 from partseg.labels import Labels
 from partseg.seg_train import SegTrainConfig, fit_segmenter
 from partseg.unet import UNet, UNetConfig
+from tests.conftest import run_cli
 
 LABELS = Labels(["dark", "bright"], [(0, 0, 0), (255, 255, 255)])
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """The console entry point in-process (its one-line error handling included): (exit code, stdout + stderr)."""
-    monkeypatch.setattr(sys, "argv", ["partseg", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 @pytest.fixture(scope="module")

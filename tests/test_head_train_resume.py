@@ -6,33 +6,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import partseg.fewshot as fewshot
-from partseg.cli import main
 from partseg.dataset import write_sample_set
 from partseg.fewshot import FewShotConfig, load_shots, shots_to_invert, train_head
 from partseg.gan import Generator, save_generator
 from partseg.gan.sampling import sample
 from partseg.labels import Labels
-from tests.conftest import tiny_config
+from tests.conftest import run_cli, tiny_config
 
 LABELS = Labels(["dark", "bright"], [(0, 0, 0), (255, 255, 255)])
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["partseg", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 @pytest.fixture(scope="module")

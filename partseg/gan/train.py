@@ -19,7 +19,6 @@ import copy
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_torch_save, atomic_write_text
 from ..distributed import Dist
-from ..runs import load_checkpoint
+from ..runs import StopOnSignal, load_checkpoint
 from .checkpoints import TRAIN_FORMAT, save_generator
 from .data import ImageFolder, infinite_batches
 from .sampling import image_grid, save_png
@@ -146,31 +145,6 @@ class TrainConfig:
 def _config_mismatch(old: dict, new: TrainConfig) -> list[str]:
     return [f"{k}: run has {old.get(k)!r}, asked for {v!r}" for k, v in new.to_dict().items()
             if k not in TrainConfig.RESUMABLE_CHANGES and old.get(k) != v]
-
-
-class _Stop:
-    """SIGINT/SIGTERM ask the loop to finish its step, write a checkpoint and return."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict = {}
-
-    def __enter__(self) -> _Stop:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        if self.requested:  # second Ctrl-C: give up immediately
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def adam_for(params, cfg: TrainConfig, reg_every: int | None) -> torch.optim.Adam:
@@ -300,7 +274,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
                    f"({len(dataset)} images incl. mirrors, batch {cfg.batch} on {dd.world} process(es), {device}, "
                    f"{'bf16 autocast' if use_amp else 'float32'})")
 
-    with _Stop() as stop:
+    with StopOnSignal() as stop:
         while step < end:
             torch.manual_seed(_step_seed(cfg.seed, dd.rank, step))
             real = next(batches).to(device, non_blocking=True)
