@@ -325,6 +325,11 @@ def sample_params(seed: int) -> FaceParams:
 # ------------------------------------------------------------------------------------------------ drawing
 
 
+def placement(p: FaceParams) -> tuple[float, tuple[float, float]]:
+    """Canvas units per face unit and the canvas position of the face origin, from scale and translation."""
+    return _Canvas.UNIT * p.scale, (2 * p.tx, -0.14 + 2 * p.ty)
+
+
 class _Canvas:
     """A supersampled canvas: colour, label, and the face- and body-frame coordinates of every sample.
 
@@ -338,8 +343,7 @@ class _Canvas:
     def __init__(self, p: FaceParams, size: int, ss: int):
         self.S = S = size * ss
         g = (np.arange(S, dtype=np.float32) + 0.5) / S * 2 - 1
-        self.u = self.UNIT * p.scale
-        self.T = (2 * p.tx, -0.14 + 2 * p.ty)
+        self.u, self.T = placement(p)
         th = math.radians(p.angle_deg)
         self.cos, self.sin = math.cos(th), math.sin(th)
         self.qx = (g[None, :] - self.T[0]) / self.u + np.zeros((S, 1), np.float32)

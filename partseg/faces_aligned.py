@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .faces import FaceParams, _Canvas, _cyl, sample_params
+from .faces import FaceParams, _Canvas, _cyl, placement, sample_params
 
 ALIGNED_STREAM = 14  # second rng stream of a seed; changing it changes every aligned data set
 EYE_Y = 0.42  # eye midpoint height, fraction of the image height from the top
@@ -29,7 +29,7 @@ MODES = ("wild", "aligned")
 
 def eye_midpoint(p: FaceParams) -> tuple[float, float]:
     """Image position of the midpoint between the eye centres, canvas units (-1..1, y down)."""
-    unit, t = _Canvas.UNIT * p.scale, (2 * p.tx, -0.14 + 2 * p.ty)  # as _Canvas places the face
+    unit, t = placement(p)
     th = math.radians(p.angle_deg)
     c, s = math.cos(th), math.sin(th)
     fx = 0.5 * (_cyl(p, -p.eye_sep) + _cyl(p, p.eye_sep))

@@ -303,7 +303,7 @@ class Segmenter:
         if isinstance(images, np.ndarray) and images.ndim == 4:
             images = list(images)
         self._check(images)
-        net = self.run_prepared([self.prepare(im) for im in images])
+        net = self.run_prepared([self._prepare(im).numpy() for im in images])  # checked once above
         return [self._finish(torch.from_numpy(y), *im.shape[:2]) for y, im in zip(net, images, strict=True)]
 
     # The three steps of `logits`, public so that a service can run the pre- and post-processing next to the upload
