@@ -27,13 +27,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg.dataset import write_sample_set  # noqa: E402
-from partseg.faces import render_face  # noqa: E402
+from partseg.data.dataset import write_sample_set  # noqa: E402
+from partseg.data.faces import render_face  # noqa: E402
+from partseg.eval.oracle import ORACLE_EVAL_SEED0, load_oracle, predict_labels, to_input  # noqa: E402
 from partseg.gan import load_generator, save_generator  # noqa: E402
 from partseg.gan.checkpoints import BUILTIN_ANNOTATIONS, builtin_path  # noqa: E402
-from partseg.gan.sampling import image_grid, sample, save_png, to_uint8  # noqa: E402
+from partseg.gan.sampling import sample  # noqa: E402
+from partseg.images import image_grid, save_png, to_uint8  # noqa: E402
 from partseg.labels import FACES  # noqa: E402
-from partseg.oracle import ORACLE_EVAL_SEED0, load_oracle, predict_labels, to_input  # noqa: E402
 
 WEIGHTS = ROOT / "partseg" / "weights"
 DOCS = ROOT / "docs"

@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import machine, write_section  # noqa: E402
 
-from partseg.dataset import time_synth  # noqa: E402
-from partseg.faces import colour_floor, render_face  # noqa: E402
+from partseg.data.dataset import time_synth  # noqa: E402
+from partseg.data.faces import colour_floor, render_face  # noqa: E402
+from partseg.eval.metrics import ScoreAccumulator  # noqa: E402
 from partseg.labels import FACES  # noqa: E402
-from partseg.metrics import ScoreAccumulator  # noqa: E402
 
 SHEET = ROOT / "docs" / "domain.png"
 FLOOR_SEED = 1_000_000  # disjoint from the seeds `partseg data synth` uses by default (0 ..)
@@ -115,8 +115,9 @@ def section(speed: dict[int, float], render_only: float, load: str, n_speed: int
     sheet = SHEET if mode == "wild" else SHEET.with_name(f"domain_{mode}.png")
     title = ("## Procedural faces domain (issue #3)" if mode == "wild" else
              f"## Procedural faces domain, {mode} mode (issue #14)")
-    what = ("`partseg.faces.render_face(seed, size)`: stylised portraits with exact part masks" if mode == "wild" else
-            f"`partseg.faces.render_face(seed, size, mode=\"{mode}\")`: the same identities as FFHQ-style crops "
+    what = ("`partseg.data.faces.render_face(seed, size)`: stylised portraits with exact part masks"
+            if mode == "wild" else
+            f"`partseg.data.faces.render_face(seed, size, mode=\"{mode}\")`: the same identities as FFHQ-style crops "
             "(eyes level at a fixed height and distance, little yaw, modest background and effects)")
     lines = [
         title,

@@ -26,12 +26,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg.faces import render_batch  # noqa: E402
-from partseg.gan import load_generator  # noqa: E402
-from partseg.gan.sampling import image_grid, sample, save_png  # noqa: E402
-from partseg.labels import FACES  # noqa: E402
-from partseg.metrics import frechet_distance  # noqa: E402
-from partseg.oracle import (  # noqa: E402
+from partseg.data.faces import render_batch  # noqa: E402
+from partseg.eval.metrics import frechet_distance  # noqa: E402
+from partseg.eval.oracle import (  # noqa: E402
     ALIGNED_ORACLE,
     DEFAULT_ORACLE,
     ORACLE_EVAL_SEED0,
@@ -40,6 +37,10 @@ from partseg.oracle import (  # noqa: E402
     predict_labels,
     to_input,
 )
+from partseg.gan import load_generator  # noqa: E402
+from partseg.gan.sampling import sample  # noqa: E402
+from partseg.images import image_grid, save_png  # noqa: E402
+from partseg.labels import FACES  # noqa: E402
 
 SHARE_GATE, CONFIDENCE_GATE = 0.85, 0.02
 

@@ -98,8 +98,8 @@ def stage_env(check: Check, device: str) -> tuple[str, object]:
 
 
 def parity_faces(n: int = 100) -> tuple[list, list]:
-    from partseg.faces import render_face
-    from partseg.quantize import PARITY_SEED0
+    from partseg.data.faces import render_face
+    from partseg.runtime.quantize import PARITY_SEED0
 
     faces = [render_face(s, 64) for s in range(PARITY_SEED0, PARITY_SEED0 + n)]
     return [f[0] for f in faces], [f[1] for f in faces]
@@ -107,9 +107,9 @@ def parity_faces(n: int = 100) -> tuple[list, list]:
 
 def stage_trt(check: Check) -> tuple[str, object]:
     from export.tensorrt import build_engine
-    from partseg.onnx_export import export_onnx
-    from partseg.quantize import int8_parity
-    from partseg.runtime import Segmenter
+    from partseg.runtime.onnx_export import export_onnx
+    from partseg.runtime.quantize import int8_parity
+    from partseg.runtime.segmenter import Segmenter
 
     unet = bench_unet(check.tmp)
     onnx_path = check.tmp / "unet.onnx"
@@ -155,9 +155,9 @@ def stage_speed(check: Check, device: str) -> tuple[str, object]:
     import torch
     from inference import flops_per_image
 
-    from partseg.onnx_export import export_onnx
-    from partseg.runtime import OnnxRuntimeBackend, TorchBackend
-    from partseg.unet import fold_batchnorm, load_unet
+    from partseg.distill.unet import fold_batchnorm, load_unet
+    from partseg.runtime.onnx_export import export_onnx
+    from partseg.runtime.segmenter import OnnxRuntimeBackend, TorchBackend
 
     gpu = device == "cuda"
     sizes, batches = ([256, 512], [1, 8, 32]) if not check.smoke else ([64], [1, 2])
@@ -188,7 +188,7 @@ def stage_speed(check: Check, device: str) -> tuple[str, object]:
         check.raw["ort_error"] = str(e)
     plan = check.raw.get("plan")
     if gpu and plan:
-        from partseg.tensorrt_runtime import TensorRTBackend
+        from partseg.runtime.tensorrt import TensorRTBackend
 
         backends["TensorRT FP16"] = (TensorRTBackend(plan), "bf16", 2)  # fp16 and bf16 tensor-core peaks are equal
     peaks = check.raw.get("peaks") or measure_peaks(device, check.smoke)
@@ -251,8 +251,8 @@ def device_runner(be, x_dev) -> Callable[[], object] | None:
 def stage_serve(check: Check) -> tuple[str, object]:
     import numpy as np
 
-    from partseg.onnx_export import export_onnx
-    from partseg.runtime import OnnxRuntimeBackend
+    from partseg.runtime.onnx_export import export_onnx
+    from partseg.runtime.segmenter import OnnxRuntimeBackend
 
     onnx_path = check.tmp / "unet.onnx"
     if not onnx_path.exists():

@@ -37,17 +37,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from report import machine, utc_now, write_section  # noqa: E402
 
 from partseg.atomic import atomic_torch_save, atomic_write_text  # noqa: E402
-from partseg.augment import AugmentConfig, augment_pair  # noqa: E402
-from partseg.distill import DistillConfig, distill  # noqa: E402
-from partseg.faces import render_face  # noqa: E402
-from partseg.fewshot import FewShotConfig, FewShotHead, Shots, train_head  # noqa: E402
-from partseg.gan import load_generator  # noqa: E402
-from partseg.gan.checkpoints import builtin_path  # noqa: E402
-from partseg.gan.sampling import sample  # noqa: E402
-from partseg.invert import InversionConfig, invert  # noqa: E402
-from partseg.labels import FACES  # noqa: E402
-from partseg.metrics import ScoreAccumulator  # noqa: E402
-from partseg.oracle import (  # noqa: E402
+from partseg.data.faces import render_face  # noqa: E402
+from partseg.distill.augment import AugmentConfig, augment_pair  # noqa: E402
+from partseg.distill.autoshot import DistillConfig, distill  # noqa: E402
+from partseg.distill.trainer import SegTrainConfig, fit_segmenter  # noqa: E402
+from partseg.distill.unet import UNet, UNetConfig  # noqa: E402
+from partseg.eval.metrics import ScoreAccumulator  # noqa: E402
+from partseg.eval.oracle import (  # noqa: E402
     DEFAULT_ORACLE,
     ORACLE_EVAL_SEED0,
     load_oracle,
@@ -55,8 +51,12 @@ from partseg.oracle import (  # noqa: E402
     segmenter_scores,
     to_input,
 )
-from partseg.seg_train import SegTrainConfig, fit_segmenter  # noqa: E402
-from partseg.unet import UNet, UNetConfig  # noqa: E402
+from partseg.fewshot.invert import InversionConfig, invert  # noqa: E402
+from partseg.fewshot.learner import FewShotConfig, FewShotHead, Shots, train_head  # noqa: E402
+from partseg.gan import load_generator  # noqa: E402
+from partseg.gan.checkpoints import builtin_path  # noqa: E402
+from partseg.gan.sampling import sample  # noqa: E402
+from partseg.labels import FACES  # noqa: E402
 
 WORK = ROOT / "runs" / "label_efficiency"
 

@@ -10,7 +10,7 @@ Stage 1: 4000 steps on 10k faces rendered afresh for every batch, cross-entropy.
 weights: 20k faces rendered once (runs/oracle64-cache.npz), left-right flips, cross-entropy + 0.5 soft Dice,
 a new cosine schedule; the checkpoint that scores best on 200 validation renders (seeds 8,000,000+) is kept.
 Stage 3 (optional) goes on from stage 2's best weights (or --init) on 40k faces at a third of the learning rate.
-At the end the weights are copied to benchmarks/weights/oracle_faces64.safetensors and per-class IoU on 1000
+At the end the weights are copied to partseg/weights/oracle_faces64.safetensors and per-class IoU on 1000
 held-out renders (seeds 9,000,000+, never trained or validated on) is written to BENCHMARKS.md.
 """
 
@@ -29,10 +29,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg.faces import render_batch, render_params, sample_params  # noqa: E402
-from partseg.labels import FACES  # noqa: E402
-from partseg.metrics import ScoreAccumulator  # noqa: E402
-from partseg.oracle import (  # noqa: E402
+from partseg.data.faces import render_batch, render_params, sample_params  # noqa: E402
+from partseg.distill.trainer import SegTrainConfig  # noqa: E402
+from partseg.distill.unet import UNet, load_unet  # noqa: E402
+from partseg.eval.metrics import ScoreAccumulator  # noqa: E402
+from partseg.eval.oracle import (  # noqa: E402
     DEFAULT_ORACLE,
     ORACLE_EVAL_SEED0,
     ORACLE_VAL_SEED0,
@@ -42,8 +43,7 @@ from partseg.oracle import (  # noqa: E402
     to_input,
     train_oracle,
 )
-from partseg.seg_train import SegTrainConfig  # noqa: E402
-from partseg.unet import UNet, load_unet  # noqa: E402
+from partseg.labels import FACES  # noqa: E402
 
 CHANNELS = [24, 48, 96, 192]
 
@@ -162,7 +162,7 @@ def main() -> None:
         "",
         f"A UNet (channels {CHANNELS}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters) trained "
         f"on rendered 64 px faces with exact masks ({recipe}), scored on {args.n_eval} held-out renders (seeds "
-        f"9,000,000+, never trained on). Weights: `benchmarks/weights/oracle_faces64.safetensors`. "
+        f"9,000,000+, never trained on). Weights: `partseg/weights/oracle_faces64.safetensors`. "
         f"`load_oracle()` averages the logits of each image and its mirror image (the classes have no left/right); "
         f"the IoUs below are of that oracle (a single pass scores mIoU {plain.miou:.3f}).",
         "",

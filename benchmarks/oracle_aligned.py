@@ -25,10 +25,11 @@ import torch  # noqa: E402
 from oracle import CHANNELS, logged_train_minutes, validation_curve  # noqa: E402
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg.faces import render_batch  # noqa: E402
-from partseg.labels import FACES  # noqa: E402
-from partseg.metrics import ScoreAccumulator, SegScores, TolerantScoreAccumulator  # noqa: E402
-from partseg.oracle import (  # noqa: E402
+from partseg.data.faces import render_batch  # noqa: E402
+from partseg.distill.trainer import SegTrainConfig  # noqa: E402
+from partseg.distill.unet import UNet, load_unet  # noqa: E402
+from partseg.eval.metrics import ScoreAccumulator, SegScores, TolerantScoreAccumulator  # noqa: E402
+from partseg.eval.oracle import (  # noqa: E402
     ALIGNED_ORACLE,
     ORACLE_EVAL_SEED0,
     ORACLE_VAL_SEED0,
@@ -38,8 +39,7 @@ from partseg.oracle import (  # noqa: E402
     to_input,
     train_oracle,
 )
-from partseg.seg_train import SegTrainConfig  # noqa: E402
-from partseg.unet import UNet, load_unet  # noqa: E402
+from partseg.labels import FACES  # noqa: E402
 
 SIZE, MODE = 128, "aligned"
 

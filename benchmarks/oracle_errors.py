@@ -27,15 +27,15 @@ from oracle import label_definition_agreement  # noqa: E402
 from PIL import Image  # noqa: E402
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg.faces import render_batch  # noqa: E402
-from partseg.labels import FACES  # noqa: E402
-from partseg.metrics import (  # noqa: E402
+from partseg.data.faces import render_batch  # noqa: E402
+from partseg.eval.metrics import (  # noqa: E402
     ScoreAccumulator,
     SegScores,
     TolerantScoreAccumulator,
     boundary_pixels,
 )
-from partseg.oracle import ORACLE_EVAL_SEED0, load_oracle, predict_labels, to_input  # noqa: E402
+from partseg.eval.oracle import ORACLE_EVAL_SEED0, load_oracle, predict_labels, to_input  # noqa: E402
+from partseg.labels import FACES  # noqa: E402
 
 FIGURE = ROOT / "docs" / "oracle_errors.png"
 
@@ -110,7 +110,7 @@ def main() -> None:
         f"The shipped oracle (flip-averaged, as `load_oracle()` runs it) on the {args.n_eval} held-out renders of "
         f"the section above. A boundary pixel has another class within one pixel (8-neighbourhood). The tolerant "
         f"IoU forgives a boundary misplaced by one pixel and nothing else: a part missed or invented away from a "
-        f"true one still costs in full (`partseg.metrics.TolerantScoreAccumulator`; at 0 px it is the IoU). The "
+        f"true one still costs in full (`partseg.eval.metrics.TolerantScoreAccumulator`; at 0 px it is the IoU). The "
         f"last three columns score the shipped mask definition (majority of 2 x 2 samples per pixel) against the "
         f"same faces' masks from 8 x 8 samples per pixel, rendered at 64 px ({args.n_eval} faces), 128 px "
         f"({args.n_128}) and 256 px ({args.n_256}).",

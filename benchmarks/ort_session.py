@@ -2,7 +2,7 @@
 
     python3 benchmarks/ort_session.py [--unet UNET] [--rounds 7] [--int8] [--no-write]
 
-Each variant changes one field of `partseg.runtime.OrtSettings` (graph optimisation level, intra-/inter-op
+Each variant changes one field of `partseg.runtime.segmenter.OrtSettings` (graph optimisation level, intra-/inter-op
 threads and execution mode, memory pattern, CPU arena, thread spinning). All sessions run the same float32 ONNX
 export of the UNet (by default the label oracle's trained weights, as in benchmarks/inference.py) on the same
 inputs; the variants are interleaved round by round (so load from other jobs hits them alike) and the median
@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from inference import benchmark_unet  # noqa: E402
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg.onnx_export import export_onnx  # noqa: E402
-from partseg.runtime import OnnxRuntimeBackend, OrtSettings  # noqa: E402
+from partseg.runtime.onnx_export import export_onnx  # noqa: E402
+from partseg.runtime.segmenter import OnnxRuntimeBackend, OrtSettings  # noqa: E402
 
 BASE = OrtSettings()
 VARIANTS: dict[str, OrtSettings] = {
@@ -61,7 +61,7 @@ def main() -> None:
         unet, what = benchmark_unet(args.unet, Path(tmp))
         onnx_path = Path(tmp) / "model.onnx"
         if args.int8:
-            from partseg.quantize import export_int8
+            from partseg.runtime.quantize import export_int8
 
             export_int8(unet, onnx_path, gan="builtin:faces64")
         else:
@@ -92,7 +92,7 @@ def main() -> None:
     text = f"""## onnxruntime CPU session settings (issue #19)
 
 {what}; {'INT8' if args.int8 else 'float32'} ONNX, network only (inputs prepared once), CPUExecutionProvider.
-Each row changes one `partseg.runtime.OrtSettings` field from the runtime's defaults; all sessions are
+Each row changes one `partseg.runtime.segmenter.OrtSettings` field from the runtime's defaults; all sessions are
 interleaved round by round and the median of {args.rounds} rounds is reported, with its ratio to the defaults
 (above 1: faster). The machine is shared with a GAN training job on both cores, so only ratios within this table
 mean something, and the thread rows measure contention as much as the setting.

@@ -13,7 +13,7 @@ whether every accepted mask equals the in-process runtime's (SHA-256 of the mask
 section of BENCHMARKS.md. --startup-only runs the same start-up, then 64 clients at once (the D5 condition);
 section `serve_startup`.
 
-The label-oracle UNet (benchmarks/weights/oracle_faces64.safetensors) is exported to ONNX, packaged into a
+The label-oracle UNet (partseg/weights/oracle_faces64.safetensors) is exported to ONNX, packaged into a
 temporary BentoML home and served twice on a free loopback port by `partseg serve start`: once with adaptive
 batching (max batch size --batch) and once without (max batch size 1). This process is the client: N asyncio
 workers each POST a 64 px face PNG to /predict and send the next request as soon as the answer arrives, for
@@ -163,7 +163,7 @@ def model_only(onnx: Path, batch: int, threads: int, seconds: float) -> dict[int
     """Images/s of the same ONNX model in-process (no HTTP), at batch 1 and `batch`: what the network costs."""
     from PIL import Image
 
-    from partseg.runtime import Segmenter
+    from partseg.runtime.segmenter import Segmenter
 
     seg = Segmenter.load(onnx, providers=["CPUExecutionProvider"], threads=threads)
     images = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in faces(batch)]
@@ -181,7 +181,7 @@ def model_only(onnx: Path, batch: int, threads: int, seconds: float) -> dict[int
 def faces(n: int) -> list[bytes]:
     from PIL import Image
 
-    from partseg.faces import render_face
+    from partseg.data.faces import render_face
 
     out = []
     for i in range(n):

@@ -112,7 +112,7 @@ def run_sweep(env: dict[str, str], onnx: Path, tmp: Path, args: argparse.Namespa
 
     from PIL import Image
 
-    from partseg.runtime import Segmenter
+    from partseg.runtime.segmenter import Segmenter
 
     bodies = faces(32)
     seg = Segmenter.load(onnx, providers=["CPUExecutionProvider"], threads=args.threads)

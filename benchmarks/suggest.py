@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg.fewshot import FewShotConfig, Shots, load_shots, train_head  # noqa: E402
+from partseg.fewshot.learner import FewShotConfig, Shots, load_shots, train_head  # noqa: E402
 from partseg.gan import load_generator  # noqa: E402
 from partseg.gan.checkpoints import builtin_annotations  # noqa: E402
 

@@ -31,8 +31,16 @@ import numpy as np
 import torch
 
 from partseg.atomic import atomic_path, atomic_write_bytes
-from partseg.runtime import ENGINE_SUFFIXES, ModelInfo, Parity, Segmenter, compare, parity_images, read_onnx_info
-from partseg.tensorrt_runtime import INPUT_NAME, EngineInfo, Shape, make_logger, require_tensorrt, write_engine_info
+from partseg.runtime.segmenter import (
+    ENGINE_SUFFIXES,
+    ModelInfo,
+    Parity,
+    Segmenter,
+    compare,
+    parity_images,
+    read_onnx_info,
+)
+from partseg.runtime.tensorrt import INPUT_NAME, EngineInfo, Shape, make_logger, require_tensorrt, write_engine_info
 
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = "1x3x64x64", "8x3x256x256", "32x3x512x512"
 DEFAULT_WORKSPACE_GIB = 4.0

@@ -19,19 +19,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .dataset import read_mask, synth_name, write_image, write_mask
-from .distill import DistillConfig, distill
-from .evaluate import evaluate_and_write
-from .faces import render_face
-from .features import feature_channels, pixel_features, stylegan_source
-from .fewshot import FewShotConfig, load_shots, train_head
-from .gan import Generator, GeneratorConfig, load_generator
-from .gan.checkpoints import builtin_annotations
-from .gan.sampling import image_grid, sample, save_png, save_samples, to_uint8
-from .invert import InversionConfig
-from .labels import FACES
-from .runtime import Segmenter
-from .segment import predict_files, predict_files_unet
+from partseg.data.dataset import read_mask, synth_name, write_image, write_mask
+from partseg.data.faces import render_face
+from partseg.data.samples import save_samples
+from partseg.distill.autoshot import DistillConfig, distill
+from partseg.eval.evaluate import evaluate_and_write
+from partseg.features import feature_channels, pixel_features, stylegan_source
+from partseg.fewshot.invert import InversionConfig
+from partseg.fewshot.learner import FewShotConfig, load_shots, train_head
+from partseg.fewshot.segment import predict_files
+from partseg.gan import Generator, GeneratorConfig, load_generator
+from partseg.gan.checkpoints import builtin_annotations
+from partseg.gan.sampling import sample
+from partseg.images import image_grid, save_png, to_uint8
+from partseg.labels import FACES
+from partseg.runtime.files import predict_files_unet
+from partseg.runtime.segmenter import Segmenter
 
 DEMO_TEST_SEED0 = 9_500_000  # rendered test faces for the demo: disjoint from every training seed range
 # a distinct colour per cluster (k <= 12)

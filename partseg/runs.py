@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_write_text
+from partseg.atomic import atomic_write_text
 
 
 def one_line(e: BaseException, limit: int = 240) -> str:

@@ -4,8 +4,8 @@
     partseg serve start --port 3000                               # = bentoml serve serve.service:Segmenter
 
 Settings come from PARTSEG_* environment variables (or a TOML file named by PARTSEG_SERVE_CONFIG) and are read
-when this module is imported; see partseg.serving.ServeConfig and serve/README.md. The logic lives in
-partseg.serving; this file only wires it to BentoML.
+when this module is imported; see partseg.serve.ServeConfig and serve/README.md. The logic lives in
+partseg.serve; this file only wires it to BentoML.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse, Response
 
-from partseg import serving
+from partseg import serve as serving
 
 logger = logging.getLogger("partseg.serve")
 CFG = serving.ServeConfig.from_env()
@@ -206,8 +206,8 @@ class Segmenter:
     def __init__(self) -> None:
         import torch
 
-        from partseg.runtime import ModelInfo
-        from partseg.runtime import Segmenter as Runtime
+        from partseg.runtime.segmenter import ModelInfo
+        from partseg.runtime.segmenter import Segmenter as Runtime
 
         self.bundle = serving.Bundle.open(self.bundle_ref.path)
         self.labels = self.bundle.labels
@@ -216,7 +216,7 @@ class Segmenter:
         self.runtime = Runtime(None, info)  # type: ignore[arg-type] - its pre/post-processing only; no backend here
         serving.install_pixel_limit(max(CFG.max_pixels, CFG.inversion_max_pixels if CFG.inversion else 0))
         self._described: dict[str, Any] | None = None
-        # Concurrent requests share model calls (partseg.serving.coalesce); with batching off, one call each.
+        # Concurrent requests share model calls (partseg.serve.coalesce); with batching off, one call each.
         self._coalesced = serving.Coalescer(self._segment, CFG.max_batch_size) if CFG.batching else None
         self.inversion: serving.InversionRunner | None = None
         self._inversion_turn = asyncio.Lock()

@@ -40,8 +40,8 @@ def tiny_config(resolution: int = 32) -> GeneratorConfig:
 def write_small_unet(path: Path) -> Path:
     """A small UNet (channels [8, 16, 32, 64], stride 8, trained size 64, FACES labels) with non-trivial BatchNorm
     statistics, so folding them into the convs at export time is exercised."""
+    from partseg.distill.unet import UNet, UNetConfig, save_unet
     from partseg.labels import FACES
-    from partseg.unet import UNet, UNetConfig, save_unet
 
     torch.manual_seed(0)
     model = UNet(UNetConfig(num_classes=len(FACES), channels=[8, 16, 32, 64]))

@@ -24,9 +24,9 @@ import pytest
 import torch
 from PIL import Image
 
+from partseg.distill.unet import UNet, UNetConfig, save_unet
 from partseg.labels import FACES
-from partseg.runtime import Segmenter
-from partseg.unet import UNet, UNetConfig, save_unet
+from partseg.runtime.segmenter import Segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_PIXELS = 200_000  # the test server's pixel limit

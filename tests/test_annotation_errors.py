@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from partseg.annotations import AnnotationError, import_annotations
 from partseg.cli import main
+from partseg.data.annotations import AnnotationError, import_annotations
 from partseg.labels import FACES
 from tests.test_annotations import C, H, W, corners, cvat_xml, labelme_json, paint, random_image, write_image
 

@@ -17,7 +17,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from partseg.annotations import (
+from partseg.cli import app
+from partseg.data.annotations import (
     CELEBAMASK_PARTS,
     CELEBAMASK_TO_FACES,
     AnnotationError,
@@ -28,11 +29,10 @@ from partseg.annotations import (
     rasterize_ellipse,
     rasterize_polygon,
 )
-from partseg.cli import app
-from partseg.dataset import load_dataset, read_image, read_mask, write_image, write_mask
+from partseg.data.dataset import load_dataset, read_image, read_mask, write_image, write_mask
 from partseg.gan import Generator, save_generator
 from partseg.labels import FACES, IGNORE, Labels
-from partseg.serving import encode_coco_rle
+from partseg.serve import encode_coco_rle
 
 from .conftest import tiny_config
 

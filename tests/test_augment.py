@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from partseg.augment import AugmentConfig, augment_pair
+from partseg.distill.augment import AugmentConfig, augment_pair
 from partseg.labels import IGNORE
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from partseg.dataset import load_dataset, read_image, read_mask
+from partseg.data.dataset import load_dataset, read_image, read_mask
+from partseg.eval.oracle import DEFAULT_ORACLE, load_oracle, predict_labels
 from partseg.gan import load_generator
 from partseg.gan.checkpoints import builtin_annotations, builtin_path
 from partseg.gan.sampling import sample
-from partseg.oracle import DEFAULT_ORACLE, load_oracle, predict_labels
 
 
 def test_shipped_generator_loads_small_and_generates_finite_images():

@@ -14,15 +14,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import partseg.distill as distill_module
+import partseg.distill.autoshot as distill_module
 from partseg.cli import app
-from partseg.dataset import load_dataset, write_image, write_sample_set
-from partseg.distill import CACHE_FILE, DistillConfig, distill, make_pairs, pair_stream
-from partseg.fewshot import FewShotConfig, FewShotHead, load_shots, train_head
+from partseg.data.dataset import load_dataset, write_image, write_sample_set
+from partseg.distill.autoshot import CACHE_FILE, DistillConfig, distill, make_pairs, pair_stream
+from partseg.distill.trainer import segmentation_loss
+from partseg.fewshot.learner import FewShotConfig, FewShotHead, load_shots, train_head
 from partseg.gan import load_generator, save_generator
 from partseg.gan.sampling import sample
 from partseg.labels import IGNORE, Labels
-from partseg.seg_train import segmentation_loss
 
 LABELS = Labels(["dark", "bright"], [(0, 0, 0), (255, 255, 255)])
 

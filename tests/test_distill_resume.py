@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from partseg.dataset import write_sample_set
-from partseg.fewshot import FewShotConfig, load_shots, train_head
+from partseg.data.dataset import write_sample_set
+from partseg.distill.trainer import SegTrainConfig, fit_segmenter
+from partseg.distill.unet import UNet, UNetConfig
+from partseg.fewshot.learner import FewShotConfig, load_shots, train_head
 from partseg.gan import save_generator
 from partseg.gan.sampling import sample
 from partseg.labels import Labels
-from partseg.seg_train import SegTrainConfig, fit_segmenter
-from partseg.unet import UNet, UNetConfig
 from tests.conftest import run_cli
 
 LABELS = Labels(["dark", "bright"], [(0, 0, 0), (255, 255, 255)])
@@ -114,7 +114,7 @@ def test_other_settings_on_an_existing_run_are_refused(files, tmp_path, monkeypa
 
 
 def test_checkpoint_interval_and_a_run_killed_before_its_first_checkpoint(files, tmp_path, monkeypatch, capsys):
-    from partseg.distill import DistillConfig
+    from partseg.distill.autoshot import DistillConfig
 
     assert [DistillConfig(steps=s).checkpoint_interval for s in (3, 60, 3000)] == [1, 6, 100]
     assert DistillConfig(steps=60, ckpt_every=7).checkpoint_interval == 7

@@ -8,7 +8,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from partseg.cli import app
-from partseg.dataset import write_mask
+from partseg.data.dataset import write_mask
 from partseg.labels import Labels
 
 LABELS = Labels(["bg", "a", "b"], [(0, 0, 0), (255, 0, 0), (0, 255, 0)])

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from partseg import faces
 from partseg.cli import app
-from partseg.dataset import load_dataset, read_image, read_mask, write_mask, write_synth_dataset
-from partseg.faces import colour_floor, render_batch, render_face, render_params, sample_params
+from partseg.data import faces
+from partseg.data.dataset import load_dataset, read_image, read_mask, write_mask, write_synth_dataset
+from partseg.data.faces import colour_floor, render_batch, render_face, render_params, sample_params
 from partseg.labels import FACES, IGNORE, Labels
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from partseg import faces
 from partseg.cli import app
-from partseg.dataset import load_dataset, read_mask
-from partseg.faces import render_batch, render_face, render_params, sample_params
-from partseg.faces_aligned import EYE_Y, IOD, IOD_JITTER, aligned_params, eye_distance, eye_midpoint, params_for
+from partseg.data import faces
+from partseg.data.dataset import load_dataset, read_mask
+from partseg.data.faces import render_batch, render_face, render_params, sample_params
+from partseg.data.faces_aligned import EYE_Y, IOD, IOD_JITTER, aligned_params, eye_distance, eye_midpoint, params_for
 from partseg.labels import FACES
 
 

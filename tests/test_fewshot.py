@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from partseg.dataset import write_sample_set
-from partseg.fewshot import FewShotConfig, FewShotHead, load_shots, train_head
+from partseg.data.dataset import write_sample_set
+from partseg.fewshot.invert import InversionConfig
+from partseg.fewshot.learner import FewShotConfig, FewShotHead, load_shots, train_head
 from partseg.gan import Generator
 from partseg.gan.sampling import sample
-from partseg.invert import InversionConfig
 from partseg.labels import Labels
 from tests.conftest import tiny_config
 

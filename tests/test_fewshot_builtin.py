@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from partseg.faces import colour_floor, render_face
-from partseg.fewshot import FewShotConfig, Shots, load_shots, train_head
+from partseg.data.faces import colour_floor, render_face
+from partseg.eval.metrics import ScoreAccumulator
+from partseg.eval.oracle import to_input
+from partseg.fewshot.invert import InversionConfig
+from partseg.fewshot.learner import FewShotConfig, Shots, load_shots, train_head
+from partseg.fewshot.segment import segment_by_inversion
 from partseg.gan import load_generator
 from partseg.gan.checkpoints import builtin_annotations
-from partseg.invert import InversionConfig
 from partseg.labels import FACES
-from partseg.metrics import ScoreAccumulator
-from partseg.oracle import to_input
-from partseg.segment import segment_by_inversion
 
 FLOOR_SEED = 7_000_000  # fit seeds FLOOR_SEED.., scored on the next N_EVAL: disjoint from every training range
 N_FIT, N_EVAL = 300, 8

@@ -61,7 +61,7 @@ def test_dataset_errors_name_the_problem(tmp_path):
 
 
 def test_partseg_dataset_folder_trains_on_images_only(tmp_path):
-    from partseg.dataset import write_synth_dataset
+    from partseg.data.dataset import write_synth_dataset
 
     write_synth_dataset(tmp_path, 3, size=32, workers=1, progress=False)
     assert len(ImageFolder(tmp_path, 32, mirror=False)) == 3  # masks/ is not read as training images

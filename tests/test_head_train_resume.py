@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import partseg.fewshot as fewshot
-from partseg.dataset import write_sample_set
-from partseg.fewshot import FewShotConfig, load_shots, shots_to_invert, train_head
+import partseg.fewshot.learner as fewshot
+from partseg.data.dataset import write_sample_set
+from partseg.fewshot.learner import FewShotConfig, load_shots, shots_to_invert, train_head
 from partseg.gan import Generator, save_generator
 from partseg.gan.sampling import sample
 from partseg.labels import Labels

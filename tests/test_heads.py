@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from partseg.heads import CNNHead, Ensemble, HeadConfig, MLPHead, build_head
+from partseg.fewshot.heads import CNNHead, Ensemble, HeadConfig, MLPHead, build_head
 
 
 @pytest.mark.parametrize("kind", ["cnn", "mlp"])

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from partseg.cli import main
-from partseg.fewshot import FewShotConfig, FewShotHead, Shots, train_head
+from partseg.distill.trainer import SegTrainConfig, fit_segmenter
+from partseg.distill.unet import UNet, UNetConfig, load_unet
+from partseg.fewshot.heads import Ensemble, HeadConfig
+from partseg.fewshot.learner import FewShotConfig, FewShotHead, Shots, train_head
 from partseg.gan import load_generator, save_generator
 from partseg.gan.train import TrainConfig, train
-from partseg.heads import Ensemble, HeadConfig
 from partseg.labels import Labels
-from partseg.runtime import Segmenter
-from partseg.seg_train import SegTrainConfig, fit_segmenter
-from partseg.unet import UNet, UNetConfig, load_unet
+from partseg.runtime.segmenter import Segmenter
 from tests.conftest import CONFORMANCE, tiny_config, write_small_unet
 from tests.test_nvidia import _random_G, nvidia_structure, snapshot, write_pickle
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from partseg.fewshot.invert import InversionConfig, invert, noise_regularisation, reconstruction_loss, ssim
 from partseg.gan.sampling import sample
-from partseg.invert import InversionConfig, invert, noise_regularisation, reconstruction_loss, ssim
 
 
 def test_ssim_and_loss_basics():

@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from partseg.dataset import write_sample_set
-from partseg.fewshot import FewShotConfig, load_shots, train_head
+from partseg.data.dataset import write_sample_set
+from partseg.fewshot.learner import FewShotConfig, load_shots, train_head
 from partseg.gan import Generator, save_generator
 from partseg.gan.sampling import sample
 from partseg.labels import Labels

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from partseg.annotations import rasterize_polygon
-from partseg.dataset import read_image, read_mask, write_image, write_mask, write_sample_set
-from partseg.faces import render_face
+from partseg.data.annotations import rasterize_polygon
+from partseg.data.dataset import read_image, read_mask, write_image, write_mask, write_sample_set
+from partseg.data.faces import render_face
 from partseg.labeller import start_labeller
 from partseg.labels import FACES, IGNORE, Labels
 
@@ -225,7 +225,7 @@ def _head_and_samples(tmp_path: Path, G: Any) -> tuple[Labels, Any, Path, np.nda
     seed 4): a kit of these samples can offer suggestions."""
     import torch
 
-    from partseg.fewshot import FewShotConfig, as_uint8_labels, load_shots, train_head
+    from partseg.fewshot.learner import FewShotConfig, as_uint8_labels, load_shots, train_head
     from partseg.gan.sampling import noise_for_samples, sample
 
     labels = Labels(["background", "a", "b"], [(0, 0, 0), (255, 0, 0), (0, 255, 0)])

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from partseg.faces import render_batch
-from partseg.labels import FACES
-from partseg.oracle import (
+from partseg.data.faces import render_batch
+from partseg.distill.trainer import SegTrainConfig
+from partseg.eval.oracle import (
     cached_batches,
     evaluate_on_renders,
     load_oracle,
@@ -20,7 +20,7 @@ from partseg.oracle import (
     to_input,
     train_oracle,
 )
-from partseg.seg_train import SegTrainConfig
+from partseg.labels import FACES
 
 
 def test_rendered_stream_is_a_function_of_the_step():

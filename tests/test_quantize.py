@@ -12,14 +12,14 @@ import torch
 from typer.testing import CliRunner
 
 from partseg.cli import app
-from partseg.dataset import write_synth_dataset
-from partseg.faces import render_face
+from partseg.data.dataset import write_synth_dataset
+from partseg.data.faces import render_face
+from partseg.distill.unet import UNet, UNetConfig, load_unet, save_unet
 from partseg.gan import Generator, save_generator
 from partseg.gan.checkpoints import generator_fingerprint
 from partseg.labels import FACES, Labels
-from partseg.quantize import export_int8, folder_images, network_inputs
-from partseg.runtime import Segmenter, read_onnx_info
-from partseg.unet import UNet, UNetConfig, load_unet, save_unet
+from partseg.runtime.quantize import export_int8, folder_images, network_inputs
+from partseg.runtime.segmenter import Segmenter, read_onnx_info
 
 from .conftest import tiny_config
 

@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from export.onnx import export_onnx
 from partseg.cli import app
-from partseg.dataset import read_image, read_mask, write_image
-from partseg.faces import render_face
+from partseg.data.dataset import read_image, read_mask, write_image
+from partseg.data.faces import render_face
+from partseg.distill.unet import fold_batchnorm
 from partseg.labels import FACES
-from partseg.runtime import ModelInfo, Segmenter, TorchBackend, compare, read_onnx_info
-from partseg.unet import fold_batchnorm
+from partseg.runtime.segmenter import ModelInfo, Segmenter, TorchBackend, compare, read_onnx_info
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def faces(n: int, h: int, w: int, seed0: int = 123) -> list[np.ndarray]:
 
 
 def test_fold_batchnorm_keeps_outputs(unet_file):
-    from partseg.unet import load_unet
+    from partseg.distill.unet import load_unet
 
     model, _ = load_unet(unet_file)
     x = torch.randn(2, 3, 40, 56)
@@ -51,7 +51,7 @@ def test_onnx_metadata_reads_back(onnx_file, unet_file):
 def test_onnx_dynamic_batch_and_size_match_torch(onnx_file, unet_file, n, h, w):
     import onnxruntime as ort
 
-    from partseg.unet import load_unet
+    from partseg.distill.unet import load_unet
 
     model, _ = load_unet(unet_file)
     x = torch.rand(n, 3, h, w) * 2 - 1
@@ -166,7 +166,7 @@ def test_cli_export_then_predict_any_size(unet_file, tmp_path):
 
 
 def test_torch_backend_reports_its_configuration(unet_file):
-    from partseg.unet import load_unet
+    from partseg.distill.unet import load_unet
 
     model, _ = load_unet(unet_file)
     assert TorchBackend(model).name == "torch-cpu"

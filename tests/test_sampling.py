@@ -7,8 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from partseg.data.samples import load_samples_record, save_samples
 from partseg.gan import Generator, save_generator
-from partseg.gan.sampling import load_samples_record, render_ws, sample, save_samples, to_uint8, z_for_seed
+from partseg.gan.sampling import render_ws, sample, z_for_seed
+from partseg.images import to_uint8
 
 
 @pytest.mark.parametrize("noise_mode", ["const", "random"])

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from partseg.distill.trainer import SegTrainConfig, fit_segmenter, segmentation_loss, soft_dice_loss
+from partseg.distill.unet import UNet, load_unet, save_unet
 from partseg.labels import FACES
-from partseg.seg_train import SegTrainConfig, fit_segmenter, segmentation_loss, soft_dice_loss
-from partseg.unet import UNet, load_unet, save_unet
 
 
 def _toy_batches(start: int):

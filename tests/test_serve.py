@@ -21,10 +21,10 @@ import pytest
 import torch
 from PIL import Image
 
-from partseg import serving
-from partseg.annotations import decode_coco_rle
+from partseg import serve as serving
+from partseg.data.annotations import decode_coco_rle
 from partseg.labels import FACES
-from partseg.runtime import Segmenter
+from partseg.runtime.segmenter import Segmenter
 from tests.serve_support import MAX_PIXELS, ROOT, bomb_png, cli, mask_of, png, sample_images, server_env, start, stop
 
 # ------------------------------------------------------------------------------------------------ the serve_server
@@ -160,8 +160,8 @@ def test_bentoml_build(serve_built):
 @pytest.fixture(scope="module")
 def inversion_kit(serve_built, tmp_path_factory):
     """A tiny 32 px generator and an MLP head with the FACES classes trained for a few steps on its samples."""
-    from partseg.dataset import write_sample_set
-    from partseg.fewshot import FewShotConfig, load_shots, train_head
+    from partseg.data.dataset import write_sample_set
+    from partseg.fewshot.learner import FewShotConfig, load_shots, train_head
     from partseg.gan import Generator, save_generator
     from partseg.gan.sampling import sample
     from tests.conftest import tiny_config
@@ -275,8 +275,8 @@ def test_bundle_backend_order_and_fallback(serve_built, tmp_path):
 
 
 def test_a_tensorrt_engine_is_packaged_with_its_sidecar_and_skipped_without_a_gpu(serve_built, tmp_path):
-    from partseg.runtime import read_onnx_info
-    from partseg.tensorrt_runtime import EngineInfo, write_engine_info
+    from partseg.runtime.segmenter import read_onnx_info
+    from partseg.runtime.tensorrt import EngineInfo, write_engine_info
 
     tmp, _ = serve_built
     plan = tmp_path / "faces.plan"

@@ -1,4 +1,4 @@
-"""The front service's call merging (partseg.serving.Coalescer), without a server: grouping, order of results,
+"""The front service's call merging (partseg.serve.Coalescer), without a server: grouping, order of results,
 errors and cancellation. The HTTP tests (test_serve.py) check that masks over HTTP still equal the runtime's."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from partseg.serving import Coalescer
+from partseg.serve import Coalescer
 
 
 def run(coro):

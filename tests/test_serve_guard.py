@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from partseg import serving
-from partseg.serving.guard import GUARDED_BENTOML
+from partseg import serve as serving
+from partseg.serve.guard import GUARDED_BENTOML
 from tests.serve_support import MAX_BUFFERED_MB, MAX_QUEUE, MAX_UPLOAD_MB, bomb_png, mask_of, png, sample_images
 
 

@@ -16,8 +16,8 @@ from export.onnx import export_onnx
 from export.tensorrt import check_profile, fp16_onnx, parse_shape
 from partseg.cli import app
 from partseg.labels import FACES
-from partseg.runtime import ModelInfo, Segmenter, compare, parity_images
-from partseg.tensorrt_runtime import (
+from partseg.runtime.segmenter import ModelInfo, Segmenter, compare, parity_images
+from partseg.runtime.tensorrt import (
     TENSORRT_MISSING,
     EngineInfo,
     EngineVersionError,

@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from partseg.metrics import (
+from partseg.distill.unet import UNet, UNetConfig
+from partseg.eval.metrics import (
     ScoreAccumulator,
     SegScores,
     TolerantScoreAccumulator,
     boundary_pixels,
     confusion_matrix,
 )
-from partseg.unet import UNet, UNetConfig
 
 
 @pytest.mark.parametrize("size", [(32, 32), (37, 50), (64, 48)])
@@ -95,7 +95,7 @@ def test_boundary_pixels_and_one_pixel_tolerance():
 
 
 def test_frechet_distance_matches_closed_forms():
-    from partseg.metrics import frechet_distance
+    from partseg.eval.metrics import frechet_distance
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(4000, 3, generator=g, dtype=torch.float64)
@@ -111,8 +111,8 @@ def test_frechet_distance_matches_closed_forms():
 
 
 def test_oracle_bottleneck_features_are_per_image():
-    from partseg.oracle import FlipAveraged, bottleneck_features
-    from partseg.unet import UNet, UNetConfig
+    from partseg.distill.unet import UNet, UNetConfig
+    from partseg.eval.oracle import FlipAveraged, bottleneck_features
 
     net = UNet(UNetConfig(num_classes=3, channels=[4, 8, 12]))
     x = torch.randn(5, 3, 32, 32)

@@ -1,8 +1,8 @@
 """StyleGAN2 generator/discriminator, checkpoint loaders and training."""
 
-from .checkpoints import load_generator, save_generator
-from .rosinality import CheckpointFormatError
-from .stylegan2 import (
+from partseg.gan.checkpoints import load_generator, save_generator
+from partseg.gan.rosinality import CheckpointFormatError
+from partseg.gan.stylegan2 import (
     Discriminator,
     Generator,
     GeneratorConfig,

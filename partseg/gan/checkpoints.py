@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ..runs import torch_load_reason
-from ..weights_io import read_safetensors, write_safetensors
-from .rosinality import CheckpointFormatError, convert_rosinality, looks_like_rosinality
-from .stylegan2 import Generator, GeneratorConfig
+from partseg.gan.rosinality import CheckpointFormatError, convert_rosinality, looks_like_rosinality
+from partseg.gan.stylegan2 import Generator, GeneratorConfig
+from partseg.runs import torch_load_reason
+from partseg.weights_io import read_safetensors, write_safetensors
 
 GENERATOR_FORMAT = "partseg.generator"
 TRAIN_FORMAT = "partseg.gan.train"
@@ -113,7 +113,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     if path.suffix == ".safetensors":
         G = _load_safetensors(path)
     elif path.suffix == ".pkl" or (head[:1] == b"\x80" and not head.startswith(b"PK")):
-        from .nvidia import load_nvidia_pickle
+        from partseg.gan.nvidia import load_nvidia_pickle
 
         G = load_nvidia_pickle(path)
     elif head.startswith(b"PK"):

@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .hooked import HookedGenerator
-from .stylegan2 import Generator
+from partseg.gan.hooked import HookedGenerator
+from partseg.gan.stylegan2 import Generator
 
 PY_PREFIX = "py:"
 
@@ -97,8 +97,8 @@ class StyleGAN2GAN(FewShotGAN):
         return self.G.ws_from_z(z.to(self.device), truncation)
 
     def source(self, layers, noise_mode="const", seeds=None, noise=None):
-        from ..features import stylegan_source
-        from .sampling import noise_for_samples
+        from partseg.gan.sampling import noise_for_samples
+        from partseg.gan.sources import stylegan_source
 
         if noise is None and seeds is not None:
             noise = noise_for_samples(self.G, seeds, noise_mode)
@@ -106,12 +106,12 @@ class StyleGAN2GAN(FewShotGAN):
 
     @torch.no_grad()
     def render(self, latents, seeds, noise_mode="const"):
-        from .sampling import render_ws
+        from partseg.gan.sampling import render_ws
 
         return render_ws(self.G, latents, seeds, noise_mode)
 
     def fingerprint(self) -> str:
-        from .checkpoints import generator_fingerprint
+        from partseg.gan.checkpoints import generator_fingerprint
 
         return generator_fingerprint(self.G)
 
@@ -169,7 +169,7 @@ class HookedGAN(FewShotGAN):
         return [n.strip() for n in layers.split(",") if n.strip()] if isinstance(layers, str) else list(layers)
 
     def source(self, layers, noise_mode="const", seeds=None, noise=None):
-        from ..features import hooked_source
+        from partseg.gan.sources import hooked_source
 
         if noise is not None:
             raise ValueError(f"{self.name} has no noise maps")
@@ -218,7 +218,7 @@ def load_fewshot_gan(spec: str | os.PathLike, device: str | torch.device = "cpu"
     if not text.startswith(PY_PREFIX):
         if layers or z_dim:
             raise ValueError(f"--layers and --z-dim apply to 'py:module:callable' generators, not to {text}")
-        from .checkpoints import load_generator
+        from partseg.gan.checkpoints import load_generator
 
         return StyleGAN2GAN(load_generator(spec, device=device), name=text)
     module = _call_factory(text).to(device)

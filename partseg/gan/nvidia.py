@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 
-from .checkpoints import generator_from_state
-from .ops import fir_kernel
-from .rosinality import CheckpointFormatError
-from .stylegan2 import Generator, GeneratorConfig
+from partseg.gan.checkpoints import generator_from_state
+from partseg.gan.ops import fir_kernel
+from partseg.gan.rosinality import CheckpointFormatError
+from partseg.gan.stylegan2 import Generator, GeneratorConfig
 
 # ----------------------------------------------------------------------------------------------------------
 # Data-only stand-ins for the few non-torch globals a real snapshot contains

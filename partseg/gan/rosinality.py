@@ -10,8 +10,8 @@ import re
 
 import torch
 
-from .ops import fir_kernel
-from .stylegan2 import GeneratorConfig
+from partseg.gan.ops import fir_kernel
+from partseg.gan.stylegan2 import GeneratorConfig
 
 
 class CheckpointFormatError(ValueError):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import bias_lrelu, fir_kernel, upfirdn2d
+from partseg.gan.ops import bias_lrelu, fir_kernel, upfirdn2d
 
 NOISE_MODES = ("const", "random", "none")
 

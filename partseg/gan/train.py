@@ -28,13 +28,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..atomic import atomic_torch_save, atomic_write_text
-from ..distributed import Dist
-from ..runs import StopOnSignal, load_checkpoint
-from .checkpoints import TRAIN_FORMAT, save_generator
-from .data import ImageFolder, infinite_batches
-from .sampling import image_grid, save_png
-from .stylegan2 import Discriminator, Generator, GeneratorConfig, channel_table
+from partseg.atomic import atomic_torch_save, atomic_write_text
+from partseg.distributed import Dist
+from partseg.gan.checkpoints import TRAIN_FORMAT, save_generator
+from partseg.gan.data import ImageFolder, infinite_batches
+from partseg.gan.stylegan2 import Discriminator, Generator, GeneratorConfig, channel_table
+from partseg.images import image_grid, save_png
+from partseg.runs import StopOnSignal, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"

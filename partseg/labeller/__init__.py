@@ -5,6 +5,6 @@ part masks of a kit's images straight into the kit's canonical layout (`masks/NA
 indices), saved atomically after every change. See `partseg.labeller.server` for the HTTP API.
 """
 
-from .server import LabellerApp, run_labeller, serve, start_labeller
+from partseg.labeller.server import LabellerApp, run_labeller, serve, start_labeller
 
 __all__ = ["LabellerApp", "run_labeller", "serve", "start_labeller"]

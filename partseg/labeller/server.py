@@ -28,7 +28,7 @@ API (names are image file stems, percent-encoded in the path; errors are JSON {"
                                 image has no recorded latent or no head was given. Nothing is written.
 
 A mask counts as annotated when it labels at least one pixel (a value other than 255). Writes go through
-`partseg.dataset.write_mask` (temporary file + rename: a crash or a killed server leaves the old mask or the new
+`partseg.data.dataset.write_mask` (temporary file + rename: a crash or a killed server leaves the old mask or the new
 one, never half a PNG) under one lock, so two requests for the same image cannot interleave their temporary
 files, and nothing is written unless the whole upload validated.
 """
@@ -50,8 +50,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..dataset import IMAGE_SUFFIXES, IMAGES, MASKS, read_mask, write_mask
-from ..labels import IGNORE, LABELS_FILE, Labels
+from partseg.data.dataset import IMAGE_SUFFIXES, IMAGES, MASKS, read_mask, write_mask
+from partseg.labels import IGNORE, LABELS_FILE, Labels
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
@@ -86,9 +86,9 @@ class _Suggester:
     """
 
     def __init__(self, kit: Path, labels: Labels, head: str | os.PathLike, gan: Any = None):
-        from ..fewshot import FewShotHead
-        from ..gan.interface import as_fewshot_gan, load_fewshot_gan
-        from ..gan.sampling import INDEX_FILE, load_samples_record
+        from partseg.data.samples import INDEX_FILE, load_samples_record
+        from partseg.fewshot.learner import FewShotHead
+        from partseg.gan.interface import as_fewshot_gan, load_fewshot_gan
 
         if not Path(head).is_file():
             raise FileNotFoundError(f"head file not found: {head}")
@@ -123,7 +123,7 @@ class _Suggester:
     def predict(self, name: str, height: int, width: int) -> np.ndarray:
         import torch
 
-        from ..fewshot import as_uint8_labels
+        from partseg.fewshot.learner import as_uint8_labels
 
         key = (name, height, width)
         with self._lock:

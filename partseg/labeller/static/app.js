@@ -300,7 +300,7 @@
 
   function fillPolygon(pts, value) {
     // pixels whose centre lies inside (even-odd rule, half-open in y): the convention of
-    // partseg.annotations.rasterize_polygon, so a polygon traced on pixel borders covers exactly those pixels
+    // partseg.data.annotations.rasterize_polygon, so a polygon traced on pixel borders covers exactly those pixels
     const W = S.width, H = S.height, n = pts.length;
     for (let j = 0; j < H; j++) {
       const cy = j + 0.5, xs = [];

@@ -1,0 +1,1 @@
+"""Data: the built-in faces domain, the data-set layout, sample records and annotation formats."""

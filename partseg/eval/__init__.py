@@ -1,0 +1,1 @@
+"""Evaluation: metrics, scoring against exact masks, and the label oracle for the built-in domain."""
