@@ -10,7 +10,7 @@ from partseg.cli import app
 from partseg.data import faces
 from partseg.data.dataset import load_dataset, read_mask
 from partseg.data.faces import render_batch, render_face, render_params, sample_params
-from partseg.data.faces_aligned import EYE_Y, IOD, IOD_JITTER, aligned_params, eye_distance, eye_midpoint, params_for
+from partseg.data.faces.aligned import EYE_Y, IOD, IOD_JITTER, aligned_params, eye_distance, eye_midpoint, params_for
 from partseg.labels import FACES
 
 

@@ -17,8 +17,7 @@ import torch
 from tqdm import tqdm
 
 from partseg.atomic import atomic_path
-from partseg.data.faces import render_batch, render_face
-from partseg.data.faces_aligned import MODES
+from partseg.data.faces import MODES, render_batch, render_face
 from partseg.distill.trainer import SegTrainConfig, fit_segmenter
 from partseg.distill.unet import UNet, UNetConfig, load_unet
 from partseg.eval.metrics import ScoreAccumulator, SegScores
