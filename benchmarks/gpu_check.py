@@ -5,8 +5,8 @@
 
 Stages (each guarded: an error or a missing package is reported in its section, the next stage still runs):
 - env: GPU, driver, versions; the achievable peaks measured here (dense matmul TF32 and bf16, device copy).
-- trt: TensorRT FP16 engine of the label-oracle UNet, built by `export.tensorrt.build_engine`, and its parity
-  with PyTorch fp32 (argmax agreement, mIoU against fp32 and against exact masks on held-out rendered faces).
+- trt: TensorRT FP16 engine of the label-oracle UNet, built by `partseg.runtime.tensorrt_build.build_engine`, and
+  its parity with PyTorch fp32 (argmax agreement, mIoU against fp32 and against exact masks on held-out rendered faces).
 - speed: eager fp32 (TF32 convs), eager bf16 channels_last, onnxruntime CUDA, TensorRT FP16 at 256 and 512 px,
   batch 1-32, timed on device tensors (network alone, CUDA events) and host to host (numpy in and out), with the
   roofline floor: max(FLOPs / peak, bytes / bandwidth), bytes = every conv's input, output and weights once.

@@ -106,10 +106,10 @@ def parity_faces(n: int = 100) -> tuple[list, list]:
 
 
 def stage_trt(check: Check) -> tuple[str, object]:
-    from export.tensorrt import build_engine
     from partseg.runtime.onnx_export import export_onnx
     from partseg.runtime.quantize import int8_parity
     from partseg.runtime.segmenter import Segmenter
+    from partseg.runtime.tensorrt_build import build_engine
 
     unet = bench_unet(check.tmp)
     onnx_path = check.tmp / "unet.onnx"

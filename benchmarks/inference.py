@@ -88,7 +88,7 @@ def backends(unet_path: Path, onnx_path: Path, gpu: bool, compile_: bool, thread
         try:
             import tensorrt  # noqa: F401
 
-            from export.tensorrt import build_engine  # written against TensorRT 10/11
+            from partseg.runtime.tensorrt_build import build_engine  # written against TensorRT 10/11
 
             plan = onnx_path.with_suffix(".plan")
             build_engine(onnx_path, plan, min_shape=(1, 3, 256, 256), opt_shape=(8, 3, 256, 256),

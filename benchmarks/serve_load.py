@@ -210,7 +210,7 @@ def main() -> None:
         args.seconds, args.max_requests = min(args.seconds, 3.0), min(args.max_requests, 150)
     warmup = 40 if args.quick else 100
 
-    from export.onnx import export_onnx
+    from partseg.runtime.onnx_export import export_onnx
 
     bodies = faces(32)
     results: dict[str, list[dict]] = {}

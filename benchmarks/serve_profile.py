@@ -44,8 +44,8 @@ CATEGORIES = (
     ("PNG encoding of the answer", ("mask_png (", "rgb_png (")),
     ("pre/post-processing (resize, argmax)", ("partseg/runtime.py",)),
     ("serialisation between the services", ("_bentoml_impl/serde.py", "pickle")),
-    ("form parsing and re-encoding (guard)", ("partseg/serving/forms.py", "python_multipart/")),
-    ("guard (admission, body, errors)", ("partseg/serving/guard.py",)),
+    ("form parsing and re-encoding (guard)", ("partseg/serve/forms.py", "python_multipart/")),
+    ("guard (admission, body, errors)", ("partseg/serve/guard.py",)),
     ("logging", ("logging/",)),
     ("metrics, tracing", ("prometheus_client/", "opentelemetry/")),
     ("pydantic validation", ("pydantic",)),
@@ -174,7 +174,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="copy py-spy's raw stacks (front.txt, model.txt) into this folder")
     args = ap.parse_args()
 
-    from export.onnx import export_onnx
+    from partseg.runtime.onnx_export import export_onnx
 
     bodies = faces(32)
     with tempfile.TemporaryDirectory(prefix="partseg-serve-profile-") as tmp:

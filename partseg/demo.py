@@ -145,7 +145,7 @@ def run_demo(out: str | os.PathLike, gan: str = "builtin:faces64", n: int = 8, s
         print(f"[5/7] auto-shot: distilled the head into a UNet on {distill_steps * distill_batch} generated images "
               f"({summary['distill_seconds']} s) -> {out / 'unet' / 'model.safetensors'}")
 
-        from export.onnx import export_onnx
+        from partseg.runtime.onnx_export import export_onnx
 
         exp = export_onnx(out / "unet" / "model.safetensors", out / "unet.onnx")
         print(f"[6/7] exported the UNet to ONNX -> {out / 'unet.onnx'}; parity with PyTorch: {exp.worst}")

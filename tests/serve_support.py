@@ -149,7 +149,7 @@ def bomb_png(side: int = 100_000) -> bytes:
 @pytest.fixture(scope="session")
 def serve_built(tmp_path_factory):
     """A tiny 10-class UNet (FACES labels, trained size 64) exported to ONNX and packaged into a fresh store."""
-    from export.onnx import export_onnx
+    from partseg.runtime.onnx_export import export_onnx
 
     tmp = tmp_path_factory.mktemp("serve")
     torch.manual_seed(0)

@@ -8,12 +8,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from export.onnx import export_onnx
 from partseg.cli import app
 from partseg.data.dataset import read_image, read_mask, write_image
 from partseg.data.faces import render_face
 from partseg.distill.unet import fold_batchnorm
 from partseg.labels import FACES
+from partseg.runtime.onnx_export import export_onnx
 from partseg.runtime.segmenter import ModelInfo, Segmenter, TorchBackend, compare, read_onnx_info
 
 

@@ -151,7 +151,8 @@ def test_bentoml_build(serve_built):
     text = bento.read_text()
     assert "partseg-segmenter:" in text and "partseg-model" in text
     assert (bento.parent / "src" / "serve" / "service.py").is_file()
-    assert (bento.parent / "src" / "partseg" / "serving" / "guard.py").is_file()
+    assert (bento.parent / "src" / "partseg" / "serve" / "guard.py").is_file()
+    assert (bento.parent / "src" / "partseg" / "serve" / "service.py").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ inversion

@@ -266,7 +266,7 @@ def test_openapi_declares_what_the_service_answers(serve_server):
 def test_bentoml_still_fails_where_the_guard_stands(tmp_path):
     """The BentoML behaviour the guard exists for, reproduced against BentoML's own multipart parser (D1-D3),
     and the same requests re-encoded by the guard parse cleanly. If an upgrade changes either, this fails: re-check
-    partseg/serving/guard.py and forms.py, then update GUARDED_BENTOML."""
+    partseg/serve/guard.py and forms.py, then update GUARDED_BENTOML."""
     import bentoml
     from _bentoml_impl.serde import MultipartSerde
     from bentoml._internal.context import _request_var

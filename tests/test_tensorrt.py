@@ -12,10 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from export.onnx import export_onnx
-from export.tensorrt import check_profile, fp16_onnx, parse_shape
 from partseg.cli import app
 from partseg.labels import FACES
+from partseg.runtime.onnx_export import export_onnx
 from partseg.runtime.segmenter import ModelInfo, Segmenter, compare, parity_images
 from partseg.runtime.tensorrt import (
     TENSORRT_MISSING,
@@ -28,6 +27,7 @@ from partseg.runtime.tensorrt import (
     sidecar_path,
     write_engine_info,
 )
+from partseg.runtime.tensorrt_build import check_profile, fp16_onnx, parse_shape
 
 try:
     import tensorrt  # noqa: F401
@@ -296,7 +296,7 @@ PROFILE = {"min_shape": "1x3x32x32", "opt_shape": "2x3x64x64", "max_shape": "4x3
 
 
 def test_engine_masks_match_onnxruntime(trt_gpu, onnx_file, tmp_path):
-    from export.tensorrt import build_engine
+    from partseg.runtime.tensorrt_build import build_engine
 
     cache = tmp_path / "timing.cache"
     res = build_engine(onnx_file, tmp_path / "model.plan", timing_cache=cache, **PROFILE)
@@ -321,7 +321,7 @@ def test_engine_masks_match_onnxruntime(trt_gpu, onnx_file, tmp_path):
 
 
 def test_fp16_engine_reports_parity(trt_gpu, onnx_file, tmp_path):
-    from export.tensorrt import build_engine
+    from partseg.runtime.tensorrt_build import build_engine
 
     res = build_engine(onnx_file, tmp_path / "model16.plan", fp16=True, **PROFILE)
     expected = "builder flag" if hasattr(trt_gpu.BuilderFlag, "FP16") else "fp16 ONNX"
@@ -338,7 +338,7 @@ def test_parser_errors_are_reported(trt_gpu, tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from export.tensorrt import build_engine
+    from partseg.runtime.tensorrt_build import build_engine
 
     bad = tmp_path / "bad.onnx"
     node = helper.make_node("NoSuchOp", ["image"], ["logits"], domain="partseg.test")

@@ -70,7 +70,7 @@ def export_tensorrt(
     from partseg.runtime.tensorrt import require_tensorrt
 
     try:
-        from export.tensorrt import parse_shape
+        from partseg.runtime.tensorrt_build import parse_shape
 
         for text, option in ((min_shape, "--min"), (opt_shape, "--opt"), (max_shape, "--max")):
             parse_shape(text, option)
@@ -80,7 +80,7 @@ def export_tensorrt(
         require_tensorrt()
     except ImportError as e:
         fail(str(e), code=2)
-    from export.tensorrt import build_engine
+    from partseg.runtime.tensorrt_build import build_engine
 
     try:
         res = build_engine(model, out, fp16=fp16, min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,

@@ -41,16 +41,12 @@ def serve_start(
     inversion: bool = typer.Option(None, "--inversion/--no-inversion", help="Enable the predict_inversion endpoint."),
     config: Path = typer.Option(None, "--config", help="TOML file of settings (PARTSEG_SERVE_CONFIG)."),
 ) -> None:
-    """Start the HTTP service locally (runs `bentoml serve serve.service:Segmenter`; Ctrl-C stops it)."""
+    """Start the HTTP service locally (runs `bentoml serve partseg.serve.service:Segmenter`; Ctrl-C stops it)."""
     import os
     import signal
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "serve" / "service.py").is_file():
-        fail(f"no serve/service.py next to the package ({root}): serve from a source checkout, or `bentoml serve` "
-              f"a built bento")
     env = dict(os.environ)
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     for key, value in (("MODEL", model), ("MAX_BATCH_SIZE", max_batch_size), ("MAX_LATENCY_MS", max_latency_ms),
@@ -71,11 +67,11 @@ def serve_start(
     except NotFound:
         fail(f"model {cfg.model_tag} is not in the model store ({os.environ.get('BENTOML_HOME', '~/bentoml')}); "
               f"save one with `partseg serve package`")
-    cmd = [sys.executable, "-m", "bentoml", "serve", "serve.service:Segmenter", "--host", host, "--port", str(port),
-           "--working-dir", str(root)]
+    cmd = [sys.executable, "-m", "bentoml", "serve", "partseg.serve.service:Segmenter", "--host", host,
+           "--port", str(port)]
     typer.echo(f"serving {cfg.model_tag} at http://{host}:{port} (batching "
                f"{'up to ' + str(cfg.max_batch_size) if cfg.batching else 'off'}); Ctrl-C stops it")
-    proc = subprocess.Popen(cmd, env=env, cwd=root)
+    proc = subprocess.Popen(cmd, env=env)
     signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
     while True:
         try:

@@ -2,9 +2,10 @@
 BentoML, PNG/JSON answers, COCO RLE, packaging into BentoML's model store, backend choice and the GAN-inversion
 worker.
 
-`serve/service.py` is a thin BentoML layer over this package. Importing it needs numpy and Pillow only; torch,
-onnxruntime and bentoml are imported inside the functions that need them, so everything here can be tested without
-a server. The names below are the package's public API (`from partseg import serve; serve.decode_image(...)`).
+`partseg.serve.service` is the thin BentoML layer over the other modules (not imported here). Importing this
+package needs numpy and Pillow only; torch, onnxruntime and bentoml are imported inside the functions that need
+them, so everything here can be tested without a server. The names below are the package's public API
+(`from partseg import serve; serve.decode_image(...)`).
 """
 
 from partseg.serve.answers import class_stats, encode_coco_rle, mask_png, prediction_json, rgb_png

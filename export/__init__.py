@@ -1,1 +1,0 @@
-"""Exporters of the distilled UNet: ONNX (`export.onnx`) and TensorRT engines (`export.tensorrt`)."""

@@ -1,1 +1,0 @@
-"""The BentoML service of partseg (see service.py and README.md)."""
