@@ -21,30 +21,17 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from partseg.data.samples import Samples, sample_name, save_samples
+from partseg.images import IMAGE_SUFFIXES, centre_square, from_uint8, image_size, read_image, save_png
 from partseg.labels import IGNORE, LABELS_FILE, Labels
 
 IMAGES, MASKS = "images", "masks"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def _write_png(img: Image.Image, path: Path) -> None:
-    """Write to a temporary name beside the target, then rename: a crash never leaves half a PNG."""
-    if not path.parent.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"{path}: image must be uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
-    _write_png(Image.fromarray(image, "RGB"), Path(path))
+    save_png(Image.fromarray(image, "RGB"), path)
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray, labels: Labels) -> None:
@@ -58,19 +45,7 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray, labels: Labels) -> Non
                          f"nor {IGNORE} (unlabelled)")
     im = Image.fromarray(mask, "L").convert("P")  # "L" -> "P" keeps the values as palette indices
     im.putpalette(labels.palette())
-    _write_png(im, Path(path))
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 [H, W, 3] (any PIL-readable image, converted to RGB)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: cannot decode image: {e}") from None
+    save_png(im, path)
 
 
 def read_mask(path: str | os.PathLike, labels: Labels | None = None,
@@ -99,9 +74,8 @@ def read_mask(path: str | os.PathLike, labels: Labels | None = None,
     if image_path is not None:
         image_path = Path(image_path)
         try:
-            with Image.open(image_path) as im:
-                w, h = im.size
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+            h, w = image_size(image_path)  # as read_image returns it: EXIF rotation included
+        except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"{image_path}: cannot read the image of mask {path}: {e}") from None
         if (h, w) != mask.shape:
             raise ValueError(f"{path}: size mismatch: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
@@ -136,16 +110,7 @@ def load_dataset(root: str | os.PathLike) -> tuple[Labels, list[tuple[str, Path,
 
 def load_images(files: list[Path], size: int) -> torch.Tensor:
     """[N, 3, size, size] in [-1, 1]: each image centre-cropped to a square and resized."""
-    out = []
-    for f in files:
-        img = Image.fromarray(read_image(f))
-        w, h = img.size
-        s = min(w, h)
-        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        if s != size:
-            img = img.resize((size, size), Image.LANCZOS if s > size else Image.BICUBIC)
-        out.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 127.5 - 1)
-    return torch.stack(out)
+    return torch.stack([from_uint8(centre_square(read_image(f), size)) for f in files])
 
 
 # ------------------------------------------------------------------------------------------ procedural faces

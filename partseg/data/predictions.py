@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from partseg.atomic import atomic_write_text
-from partseg.data.dataset import IMAGE_SUFFIXES
+from partseg.images import IMAGE_SUFFIXES
 from partseg.runs import one_line
 
 

@@ -10,11 +10,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+from partseg.images import IMAGE_SUFFIXES, ImageError, centre_square, from_uint8, read_image
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -35,18 +33,10 @@ def list_images(root: str | os.PathLike) -> list[Path]:
 def load_image(path: Path, resolution: int) -> torch.Tensor:
     """Decode, centre-crop to a square, resize to resolution; returns float [3, R, R] in [-1, 1]."""
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot decode training image {path}: {e}") from e
-    w, h = im.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    im = im.crop((left, top, left + s, top + s))
-    if s != resolution:
-        im = im.resize((resolution, resolution), Image.LANCZOS if s > resolution else Image.BICUBIC)
-    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
-    return x.float() / 127.5 - 1
+        image = read_image(path)
+    except ImageError as e:
+        raise ValueError(f"cannot decode training image {e}") from e
+    return from_uint8(centre_square(image, resolution))
 
 
 class ImageFolder(torch.utils.data.Dataset):

@@ -51,6 +51,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from partseg.data.dataset import IMAGE_SUFFIXES, IMAGES, MASKS, read_mask, write_mask
+from partseg.images import image_size as read_image_size
 from partseg.labels import IGNORE, LABELS_FILE, Labels
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -202,9 +203,8 @@ class LabellerApp:
         if hit is not None and hit[0] == key:
             return hit[1]
         try:
-            with Image.open(path) as im:
-                w, h = im.size
-        except (UnidentifiedImageError, OSError) as e:
+            h, w = read_image_size(path)  # the decoder's rules: allow-listed formats, pixel limit, EXIF rotation
+        except (ValueError, OSError) as e:
             raise RequestError(HTTPStatus.CONFLICT, f"{path.name}: cannot read the image: {e}") from None
         with self._cache_lock:
             self._sizes[path] = (key, (h, w))

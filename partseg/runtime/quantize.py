@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from partseg.atomic import atomic_path
+from partseg.images import IMAGE_SUFFIXES, ImageError, read_image, to_uint8
 from partseg.runtime.onnx_export import DEFAULT_OPSET, export_onnx
 from partseg.runtime.segmenter import ModelInfo, Parity, Segmenter, read_onnx_info
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 PARITY_SEED0 = 9_000_000  # held-out rendered faces (the oracle's evaluation range: never trained on)
 HELD_OUT_SEED_OFFSET = 1_000_003  # generated parity images use seeds far from the calibration seeds
 
@@ -106,8 +106,6 @@ def network_inputs(info: ModelInfo, images: Sequence[np.ndarray], batch: int = 8
 def folder_images(folder: str | os.PathLike, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
     """(name, uint8 RGB image) for the images in `folder` (or its images/ subfolder: the data-set layout),
     sorted by name; every unreadable file is named in the error."""
-    from PIL import Image, UnidentifiedImageError
-
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"calibration folder not found: {folder}")
@@ -120,10 +118,9 @@ def folder_images(folder: str | os.PathLike, limit: int | None = None) -> list[t
     out, bad = [], []
     for p in files[:limit]:
         try:
-            with Image.open(p) as im:
-                out.append((p.name, np.asarray(im.convert("RGB"), dtype=np.uint8).copy()))
-        except (UnidentifiedImageError, OSError) as e:
-            bad.append(f"{p.name} ({type(e).__name__}: {e})")
+            out.append((p.name, read_image(p)))
+        except ImageError as e:
+            bad.append(f"{p.name} (the file {e.problem})")
     if bad:
         raise ValueError(f"{root}: {len(bad)} calibration image(s) cannot be decoded: {'; '.join(bad[:5])}"
                          + (" ..." if len(bad) > 5 else ""))
@@ -139,8 +136,7 @@ def generated_images(G: torch.nn.Module, n: int, seed: int = 0, truncation: floa
     out: list[np.ndarray] = []
     for i in range(0, n, chunk):
         ws = G.ws_from_z(z[i:i + chunk].to(G.mean_w.device), truncation)
-        img = G.synthesis(ws).clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-        out += list(img.permute(0, 2, 3, 1).cpu().numpy())
+        out += list(to_uint8(G.synthesis(ws)))
     return out
 
 

@@ -5,15 +5,14 @@ Every problem is a RequestError carrying the 4xx status the service answers with
 
 from __future__ import annotations
 
-import io
-import struct
 from http import HTTPStatus
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-# Image formats an upload may have (Image.open(formats=...)): no PostScript/EPS (Ghostscript), no PSD/ICO quirks.
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+from partseg import images
+from partseg.images import IMAGE_FORMATS  # noqa: F401 - re-exported by partseg.serve
+
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/pjpeg", "image/webp", "image/bmp",
                          "image/x-ms-bmp", "image/x-bmp", "image/tiff", "image/gif"})
 GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})  # curl -F for unknown extensions
@@ -77,42 +76,14 @@ def install_pixel_limit(max_pixels: int) -> None:
 
 def decode_image(data: bytes, max_pixels: int, max_bytes: int | None = None, what: str = "upload",
                  max_side: int | None = None, max_aspect: float | None = None) -> np.ndarray:
-    """Upload bytes -> uint8 RGB [H, W, 3], or a RequestError saying what is wrong with them.
-
-    The size in the header is checked before any pixel is decoded (an image over `max_pixels` or `max_side`, or
-    thinner than 1:`max_aspect`, is refused without being decompressed: a 1 x 4,000,000 image is under the pixel
-    limit but its resize to the network size takes seconds); EXIF orientation is applied, alpha is dropped, the
-    first frame of an animation is used.
-    """
-    if not data:
-        raise RequestError(f"{what} is empty (0 bytes): send the image file's bytes")
-    if max_bytes is not None and len(data) > max_bytes:
-        raise TooLarge(f"{what} is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB")
+    """Upload bytes -> uint8 RGB [H, W, 3] under partseg.images.decode_image's rules (allow-listed formats, size
+    limits checked from the header before decoding, EXIF orientation applied), or the RequestError to answer:
+    413 over a size limit, 422 too thin, 400 otherwise."""
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
-            w, h = im.size
-            if w < 1 or h < 1:
-                raise RequestError(f"{what} has no pixels ({w}x{h})")
-            if w * h > max_pixels:
-                raise TooLarge(f"{what} is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,} pixels")
-            if max_side is not None and max(w, h) > max_side:
-                raise TooLarge(f"{what} is {w}x{h}; the longest side may be {max_side:,} pixels")
-            if max_aspect is not None and max(w, h) > max_aspect * min(w, h):
-                raise Unprocessable(f"{what} is {w}x{h}, an aspect ratio of {max(w, h) / min(w, h):,.1f}:1; at "
-                                    f"most {max_aspect:g}:1 is accepted (crop it first)")
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = im.convert("RGB")
-    except Image.DecompressionBombError as e:
-        raise TooLarge(f"{what} refused as a decompression bomb ({e})") from None
-    except UnidentifiedImageError:
-        raise RequestError(f"{what} is not an image in a supported format ({', '.join(IMAGE_FORMATS)})") from None
-    except RequestError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError) as e:
-        raise RequestError(f"{what} is a damaged or truncated image ({type(e).__name__}: {e})") from None
-    arr = np.asarray(rgb, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3:  # defensive: convert("RGB") always gives [H, W, 3]
-        raise RequestError(f"{what} could not be read as an RGB image")
-    return np.ascontiguousarray(arr)
-
+        return images.decode_image(data, max_pixels, max_bytes, what, max_side, max_aspect)
+    except images.ImageTooLarge as e:
+        raise TooLarge(str(e)) from None
+    except images.ImageShapeRefused as e:
+        raise Unprocessable(str(e)) from None
+    except images.ImageError as e:
+        raise RequestError(str(e)) from None
