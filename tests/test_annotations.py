@@ -23,16 +23,16 @@ from partseg.data.annotations import (
     CELEBAMASK_TO_FACES,
     AnnotationError,
     AnnotationWarning,
-    decode_coco_rle,
-    export_kit,
+    coco_runs,
+    encode_coco_rle,
     import_annotations,
     rasterize_ellipse,
     rasterize_polygon,
 )
 from partseg.data.dataset import load_dataset, read_image, read_mask, write_image, write_mask
+from partseg.fewshot.kit import export_kit
 from partseg.gan import Generator, save_generator
 from partseg.labels import FACES, IGNORE, Labels
-from partseg.serve import encode_coco_rle
 
 from .conftest import tiny_config
 
@@ -130,38 +130,6 @@ def test_ellipse_is_the_pixel_centre_rule() -> None:
     ys, xs = np.mgrid[0:H, 0:W] + 0.5
     np.testing.assert_array_equal(rasterize_ellipse(10, 8, 5.5, 3, H, W),
                                   ((xs - 10) / 5.5) ** 2 + ((ys - 8) / 3) ** 2 <= 1)
-
-
-def coco_runs(bits: np.ndarray) -> list[int]:
-    """Uncompressed COCO RLE counts: runs over the column-major pixels, zeros first."""
-    flat = bits.ravel(order="F").astype(np.int8)
-    change = np.flatnonzero(np.diff(flat)) + 1
-    runs = np.diff(np.concatenate([[0], change, [flat.size]])).tolist()
-    return ([0] if flat.size and flat[0] else []) + runs
-
-
-# (size, counts, the string pycocotools 2.0 writes for them): reference vectors for our encoder and decoder
-COCO_REFERENCE = [((12, 10), [3, 5, 100, 12], "35T37"), ((30, 20), [0, 70, 30, 5, 400, 1, 2, 92], "0V2n0oMb;LbCk2"),
-                  ((50, 40), [1999, 1], "_n11"), ((4, 4), [0, 16], "0`0")]
-
-
-@pytest.mark.parametrize(("size", "counts", "string"), COCO_REFERENCE)
-def test_coco_compressed_rle_matches_pycocotools(size, counts, string) -> None:
-    assert encode_coco_rle(decode_coco_rle(counts, *size))["counts"] == string  # the service's encoder
-    np.testing.assert_array_equal(decode_coco_rle(string, *size), decode_coco_rle(counts, *size))
-    assert decode_coco_rle(counts, *size).sum() == sum(counts[1::2])
-
-
-def test_coco_rle_round_trip_and_column_major_order() -> None:
-    rng = np.random.default_rng(1)
-    for _ in range(20):
-        bits = rng.random((H, W)) > rng.random()
-        np.testing.assert_array_equal(decode_coco_rle(coco_runs(bits), H, W), bits)
-        np.testing.assert_array_equal(decode_coco_rle(encode_coco_rle(bits)["counts"], H, W), bits)
-    first_column = decode_coco_rle([0, H, H * W - H], H, W)
-    assert first_column[:, 0].all() and not first_column[:, 1:].any()
-    with pytest.raises(AnnotationError, match="cover"):
-        decode_coco_rle([1, 2], H, W)
 
 
 # ------------------------------------------------------------------------------------------ round trips

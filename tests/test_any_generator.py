@@ -150,7 +150,7 @@ def test_library_takes_a_hooked_generator_and_refuses_inverting_it(tmp_path, use
     hg = HookedGenerator(module, ["main.5", "main.8"], z_dim=16)
     G = load_fewshot_gan(SPEC, layers=["main.5", "main.8"])
     kit = tmp_path / "kit"
-    from partseg.data.annotations import export_kit
+    from partseg.fewshot.kit import export_kit
 
     export_kit(G, 2, 0, LABELS, kit)
     _masks_from_images(kit)

@@ -33,7 +33,8 @@ def annotate_export(
     out: Path = typer.Option(..., "--out", help="Kit folder: images/, latents, README.md, label configs."),
 ) -> None:
     """Write an annotation kit of generated images (with their latents and the annotators' label configs)."""
-    from partseg.data.annotations import AnnotationError, export_kit
+    from partseg.data.annotations import AnnotationError
+    from partseg.fewshot.kit import export_kit
     from partseg.labels import FACES, Labels
 
     if layers:  # unknown layers, non-4-D or non-square maps: refused now, not at `partseg train`

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from partseg.data.annotations.rle import encode_coco_rle
 from partseg.labels import Labels
 
 
@@ -27,38 +28,6 @@ def rgb_png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB").save(buf, format="PNG")
     return buf.getvalue()
-
-
-def encode_coco_rle(bits: np.ndarray) -> dict[str, Any]:
-    """COCO's compressed RLE of a binary mask [H, W]: {"size": [H, W], "counts": str}, as pycocotools'
-    mask.encode would write it (column-major runs starting with zeros, LEB128-like 6-bit characters, deltas
-    from the fourth run on); `partseg.data.annotations.decode_coco_rle` reads it back."""
-    bits = np.asarray(bits, dtype=bool)
-    if bits.ndim != 2:
-        raise ValueError(f"RLE needs a 2-D mask, got shape {list(bits.shape)}")
-    h, w = bits.shape
-    flat = bits.T.reshape(-1)  # column-major
-    if flat.size == 0:
-        runs: list[int] = [0]
-    else:
-        change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-        bounds = np.concatenate([[0], change, [flat.size]])
-        runs = np.diff(bounds).tolist()
-        if flat[0]:
-            runs = [0, *runs]
-    out = bytearray()
-    for i, x in enumerate(runs):
-        if i > 2:
-            x -= runs[i - 2]
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = (x != -1) if c & 0x10 else (x != 0)
-            if more:
-                c |= 0x20
-            out.append(c + 48)
-    return {"size": [int(h), int(w)], "counts": out.decode("ascii")}
 
 
 def class_stats(mask: np.ndarray, labels: Labels, rle: bool = False) -> list[dict[str, Any]]:
