@@ -101,6 +101,26 @@ def test_kit_listing_and_static_page(server: str, kit: Path) -> None:
     assert request(server + "api/mask/face_1")[0] == 404  # nothing annotated yet
 
 
+def test_page_modules_are_served_as_javascript(server: str) -> None:
+    """The page is ES modules: a browser runs one only when it comes as JavaScript, and every module another
+    imports must be served (a missing one leaves a blank page with no error on the server)."""
+    import re
+
+    status, page, _ = request(server)
+    assert b'<script type="module" src="/static/app.js">' in page
+    seen, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        status, body, headers = request(server + f"static/{name}")
+        assert status == 200, name
+        assert headers["Content-Type"].split(";")[0] == "text/javascript", (name, headers["Content-Type"])
+        todo += [m for m in re.findall(r'from "\./([\w-]+\.js)"', body.decode()) if m not in seen]
+    static = Path(__file__).resolve().parents[1] / "partseg" / "labeller" / "static"
+    assert seen == {p.name for p in static.glob("*.js")}  # each module is in use, and all are reachable
+    assert request(server + "static/nope.js")[0] == 404
+
+
 def test_save_raw_and_png_masks(server: str, kit: Path) -> None:
     mask = np.full((SIZE, SIZE), IGNORE, dtype=np.uint8)
     mask[10:20, 5:30] = 2
