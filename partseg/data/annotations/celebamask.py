@@ -9,13 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg.data.annotations.base import (
-    Annotation,
-    AnnotationError,
-    _class_of,
-    _open_image,
-    _raster_layer,
-)
+from partseg.data.annotations.base import Annotation, AnnotationError, _class_of, _open_image, _raster_layer
 from partseg.labels import Labels
 
 # CelebAMask-HQ part names in the order of the official face_parsing/Data_preprocessing/g_mask.py (label_list,

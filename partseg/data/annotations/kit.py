@@ -11,11 +11,8 @@ from pathlib import Path
 
 import torch
 
-from partseg.data.annotations.base import (
-    IGNORE_NAME,
-    AnnotationError,
-    _read_json,
-)
+from partseg.data.annotations.base import IGNORE_NAME, AnnotationError, _read_json
+from partseg.data.samples import INDEX_FILE, LATENTS_FILE
 from partseg.labels import LABELS_FILE, Labels
 
 KIT_README = "README.md"
@@ -23,7 +20,7 @@ LABELME_LABELS = "labelme_labels.txt"
 CVAT_LABELS = "cvat_labels.json"
 LABEL_STUDIO_CONFIG = "label_studio_config.xml"
 
-_SKIP_JSON = {LABELS_FILE, "samples.json", CVAT_LABELS}
+_SKIP_JSON = {LABELS_FILE, INDEX_FILE, CVAT_LABELS}  # JSON files in a kit that hold no annotation
 
 
 @dataclass
@@ -38,8 +35,6 @@ class _Kit:
 
 def _load_kit(kit: str | os.PathLike) -> _Kit:
     from safetensors.torch import load_file
-
-    from partseg.data.samples import INDEX_FILE, LATENTS_FILE
 
     root = Path(kit)
     if not (root / INDEX_FILE).is_file():

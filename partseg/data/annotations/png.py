@@ -9,11 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from partseg.data.annotations.base import (
-    Annotation,
-    AnnotationError,
-    _open_image,
-)
+from partseg.data.annotations.base import Annotation, AnnotationError, _open_image
 from partseg.data.dataset import IMAGES, MASKS
 from partseg.labels import IGNORE, Labels
 
