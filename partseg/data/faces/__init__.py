@@ -17,9 +17,9 @@ Geometry lives in "face units" (head half-width about 1, y down, origin between 
 model: a feature at surface angle s appears at x = R sin(s + yaw), so features slide sideways and the far ones
 foreshorten; the chin and nose tip move further than the eyes, the far ear hides behind the cheek.
 
-Modules, in the order a face is made: `params` (FaceParams, sample_params), `aligned` (the FFHQ-style pose of
-the same identity), `canvas` (grid, cylinder model, lighting), `body` and `parts` (the layers, back to front),
-`render` (draw, downsample, effects, batches), `floors` (how far colour alone gets).
+Modules, in the order a face is made: `params` (FaceParams, sample_params) and `colours`, `aligned` (the
+FFHQ-style pose of the same identity), `canvas` (grid, cylinder model, lighting), `body` and `parts` (the layers,
+back to front), `render` (draw, downsample, effects, batches), `floors` (how far colour alone gets).
 """
 
 from partseg.data.faces.aligned import (
@@ -34,6 +34,7 @@ from partseg.data.faces.aligned import (
     params_for,
 )
 from partseg.data.faces.canvas import placement
+from partseg.data.faces.colours import HAIR_COLORS, IRIS_COLORS, LIP_TONES, Color
 from partseg.data.faces.floors import colour_floor
 from partseg.data.faces.params import (
     BACKGROUND,
@@ -42,16 +43,12 @@ from partseg.data.faces.params import (
     EYE,
     EYEBROW,
     HAIR,
-    HAIR_COLORS,
     HAIR_STYLES,
-    IRIS_COLORS,
-    LIP_TONES,
     MIN_SIZE,
     MOUTH,
     NECK,
     NOSE,
     SKIN,
-    Color,
     FaceParams,
     sample_params,
 )

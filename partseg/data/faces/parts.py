@@ -8,7 +8,8 @@ import numpy as np
 
 from partseg.data.faces.body import _back_hair_mask, _skin_mask, _skull
 from partseg.data.faces.canvas import _Canvas, _cyl, _feature_t, _light
-from partseg.data.faces.params import CLOTHES, EYE, EYEBROW, HAIR, MOUTH, NOSE, FaceParams, _mix
+from partseg.data.faces.colours import _mix
+from partseg.data.faces.params import CLOTHES, EYE, EYEBROW, HAIR, MOUTH, NOSE, FaceParams
 
 
 def _nose(cv: _Canvas, p: FaceParams) -> None:
