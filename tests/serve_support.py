@@ -70,11 +70,14 @@ class Server:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def start(env: dict[str, str], log: Path, timeout: float = 60) -> Server:
+def start(env: dict[str, str], log: Path, timeout: float = 60, command: list[str] | None = None,
+          cwd: Path = ROOT) -> Server:
+    """`partseg serve start` (or `command ... serve start`) on a free port, once /readyz answers 200."""
     port = free_port()
     out = open(log, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "partseg.cli", "serve", "start", "--port", str(port)], env=env,
-                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    command = command or [sys.executable, "-m", "partseg.cli"]
+    proc = subprocess.Popen([*command, "serve", "start", "--port", str(port)], env=env,
+                            cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     out.close()
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     t_end = time.monotonic() + timeout
