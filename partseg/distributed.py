@@ -49,6 +49,22 @@ class Dist:
         dist.all_reduce(diff, op=dist.ReduceOp.MAX)
         return float(diff)
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every process if `flag` is true on any: a stop request makes all processes leave together."""
+        if not (self.on and self.world > 1):
+            return flag
+        t = torch.tensor([float(flag)], device=device)
+        dist.all_reduce(t)
+        return bool(t.item())
+
+    def check_replicas(self, step: int, *modules: torch.nn.Module) -> dict:
+        """Before a checkpoint: the log record of the replica check; a RuntimeError if any parameter or
+        floating-point buffer differs from rank 0's (a checkpoint of drifted replicas is never written)."""
+        div = max(self.max_divergence(m) for m in modules)
+        if div > 0:
+            raise RuntimeError(f"DDP replicas diverged at step {step} (max parameter/buffer diff {div})")
+        return {"step": step, "event": "ddp_sync", "world": self.world, "max_param_diff": div}
+
     def broadcast_(self, module: torch.nn.Module) -> None:
         if self.on and self.world > 1:
             for t in list(module.parameters()) + list(module.buffers()):

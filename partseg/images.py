@@ -76,10 +76,10 @@ def _open(source: bytes | Path, what: str, max_pixels: int, max_side: int | None
         raise
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError) as e:
         raise ImageError(what, f"is a damaged or truncated image ({type(e).__name__}: {e})") from None
-    arr = np.asarray(rgb, dtype=np.uint8)
+    arr = np.array(rgb, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
     if arr.ndim != 3 or arr.shape[2] != 3:  # defensive: convert("RGB") always gives [H, W, 3]
         raise ImageError(what, "could not be read as an RGB image")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, max_bytes: int | None = None, what: str = "the image",

@@ -6,6 +6,7 @@
   with it (empty, truncated, text, a pickle that tries to run code: refused before anything runs).
 - `settings_diff` / `refuse_other_settings`: continuing a run with other settings would silently train a model
   no command line describes, so it is refused with the list of differences.
+- `read_log` / `write_log`: a resumed run drops the log records written after the checkpoint it resumes from.
 - `StopOnSignal`: SIGINT/SIGTERM ask a training loop to finish its step and write a checkpoint.
 """
 
@@ -104,6 +105,28 @@ def write_settings(run: str | os.PathLike, settings: dict[str, Any]) -> Path:
 def _norm(v: Any) -> Any:
     """Compare settings as JSON would store them (tuples and lists alike)."""
     return json.loads(json.dumps(v, default=str))
+
+
+def read_log(path: str | os.PathLike, upto_step: int) -> list[str]:
+    """The JSON-lines records of a run's log with "step" <= upto_step (a record without one counts as step 0);
+    lines torn by a kill are dropped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and int(rec.get("step", 0)) <= upto_step:
+            keep.append(ln)
+    return keep
+
+
+def write_log(path: str | os.PathLike, lines: Iterable[str]) -> None:
+    """Rewrite a run's log atomically (one record per line)."""
+    atomic_write_text("".join(ln + "\n" for ln in lines), path)
 
 
 class StopOnSignal:

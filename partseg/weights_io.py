@@ -6,7 +6,9 @@ not name the file), and its `format` tag says it is the kind of file the caller 
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -15,6 +17,17 @@ from safetensors.torch import save_file
 
 from partseg.atomic import atomic_path
 from partseg.runs import one_line
+
+
+def weights_digest(header: str, tensors: Mapping[str, torch.Tensor]) -> str:
+    """16 hex digits of SHA-256 over `header` then every tensor (by name) as float32 bytes: generator
+    fingerprints and head digests, stored in heads, UNets and caches, so its bytes must never change. float32
+    values make a float16 file and its loaded copy agree."""
+    h = hashlib.sha256(header.encode())
+    for k, v in sorted(tensors.items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Path:

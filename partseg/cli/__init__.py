@@ -17,7 +17,7 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console entry point: expected user errors print one clear line, not a traceback."""
-    from partseg.gan.rosinality import CheckpointFormatError
+    from partseg.gan.state import CheckpointFormatError
 
     try:
         app()

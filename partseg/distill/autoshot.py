@@ -22,7 +22,6 @@ cache: a cached re-run is then bit-identical to the run that wrote the cache; la
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -40,7 +39,9 @@ from partseg.distill.unet import UNet, UNetConfig
 from partseg.distributed import Dist
 from partseg.fewshot.learner import FewShotHead
 from partseg.gan.interface import GeneratorLike, as_fewshot_gan
+from partseg.images import from_uint8, to_uint8_tensor
 from partseg.labels import IGNORE, LABELS_FILE
+from partseg.weights_io import weights_digest
 
 CACHE_FORMAT = "partseg.paircache"
 CACHE_FILE = "pair_cache.json"
@@ -103,23 +104,19 @@ def _label_latents(G: GeneratorLike, head: FewShotHead, z: torch.Tensor, confide
 
 def quantise(images: torch.Tensor) -> torch.Tensor:
     """Images [N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3], as stored in the pair cache."""
-    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return to_uint8_tensor(images)
 
 
 def dequantise(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1] (the inverse of `quantise` up to rounding)."""
-    return images.permute(0, 3, 1, 2).float() / 127.5 - 1
+    return from_uint8(images)
 
 
 def head_digest(head: FewShotHead) -> str:
     """A short hash of a head's weights, classes and feature settings: cached labels belong to one head."""
-    h = hashlib.sha256(head.labels.to_json().encode())
-    h.update(json.dumps({k: head.meta.get(k) for k in ("layers", "size", "mode", "noise_mode")}, sort_keys=True,
-                        default=str).encode())
-    for k, v in sorted(head.ensemble.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    settings = json.dumps({k: head.meta.get(k) for k in ("layers", "size", "mode", "noise_mode")}, sort_keys=True,
+                          default=str)
+    return weights_digest(head.labels.to_json() + settings, head.ensemble.state_dict())
 
 
 class PairCache:

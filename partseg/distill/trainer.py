@@ -33,8 +33,16 @@ from tqdm import tqdm
 from partseg.atomic import atomic_torch_save, atomic_write_text
 from partseg.distill.unet import UNet, save_unet
 from partseg.distributed import Dist
-from partseg.labels import Labels
-from partseg.runs import StopOnSignal, clean_stale_tmp, load_checkpoint, refuse_other_settings, write_settings
+from partseg.labels import IGNORE, Labels
+from partseg.runs import (
+    StopOnSignal,
+    clean_stale_tmp,
+    load_checkpoint,
+    read_log,
+    refuse_other_settings,
+    write_log,
+    write_settings,
+)
 
 SEG_TRAIN_FORMAT = "partseg.segtrain"
 Batches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # start step -> (x, target) batches
@@ -69,13 +77,13 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: f
     if target.dtype.is_floating_point:
         return F.cross_entropy(logits, target)
     target = target.long()
-    loss = F.cross_entropy(logits, target, ignore_index=255)
+    loss = F.cross_entropy(logits, target, ignore_index=IGNORE)
     if dice_weight > 0:
         loss = loss + dice_weight * soft_dice_loss(logits, target)
     return loss
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
     """1 - mean soft Dice over the classes present in the batch's labels, pixels of the batch pooled."""
     k = logits.shape[1]
     valid = (target != ignore_index).unsqueeze(1).float()
@@ -135,9 +143,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
     log_lines = []
     started_before = (run / "train_config.json").exists()  # written when a run starts, before any checkpoint
     if is_main:
-        if (run / "log.jsonl").exists():
-            log_lines = [ln for ln in (run / "log.jsonl").read_text().splitlines()
-                         if ln.strip() and _step_of(ln) <= step]
+        log_lines = read_log(run / "log.jsonl", step)  # drop entries written after the checkpoint resumed from
         atomic_write_text(json.dumps(asdict(cfg), indent=1), run / "train_config.json")
         if settings is not None:
             write_settings(run, settings)
@@ -149,7 +155,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
                            "train_config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
                            "best": best, "world": dd.world, "settings": settings}, ckpt_path)
         save_unet(model, run / "model.safetensors", labels, extra={"step": str(step), **(extra_meta or {})})
-        atomic_write_text("".join(ln + "\n" for ln in log_lines), run / "log.jsonl")
+        write_log(run / "log.jsonl", log_lines)
 
     end = cfg.steps if stop_at_step is None else min(stop_at_step, cfg.steps)
     start = step
@@ -202,14 +208,10 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
                     best = score
                     save_unet(model, run / "best.safetensors", labels,
                               extra={"step": str(step), "val": str(score), **(extra_meta or {})})
-            stop_now = _all_agree(dd, stop.requested, device)
+            stop_now = dd.any(stop.requested, device)  # every process leaves the loop together
             if step % cfg.ckpt_every == 0 or step == end or stop_now:
                 if dd.world > 1:  # never write a checkpoint of replicas that drifted apart
-                    div = dd.max_divergence(model)
-                    log_lines.append(json.dumps({"step": step, "event": "ddp_sync", "world": dd.world,
-                                                 "max_param_diff": div}))
-                    if div > 0:
-                        raise RuntimeError(f"DDP replicas diverged at step {step} (max parameter/buffer diff {div})")
+                    log_lines.append(json.dumps(dd.check_replicas(step, model)))
                 save()
             if stop_now:
                 break
@@ -232,19 +234,10 @@ def _mean_loss_and_sync_stats(dd: Dist, loss: torch.Tensor, model: torch.nn.Modu
     return float(flat[0])
 
 
-def _all_agree(dd: Dist, flag: bool, device: torch.device) -> bool:
-    """True on every process if any process was asked to stop (they must leave the loop together)."""
-    if dd.world == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t)
-    return bool(t.item())
-
-
 def _nan_message(value: float, step: int, target: torch.Tensor, ckpt_path: Path) -> str:
     """Why the loss is not finite, what to change, and the checkpoint to go back to only if there is one."""
     why = ""
-    if not target.dtype.is_floating_point and bool((target == 255).all()):
+    if not target.dtype.is_floating_point and bool((target == IGNORE).all()):
         why = " because every pixel of the batch is ignored (label 255): there was nothing to learn from"
     if ckpt_path.exists():
         where = f"; the run's last checkpoint, {ckpt_path}, is kept: a re-run resumes from it"
@@ -260,10 +253,3 @@ def _check_same_step(step: int, run: Path, rank: int, device: torch.device) -> N
     if int(t) != step:
         raise RuntimeError(f"process {rank} found {run} at step {step} but rank 0 at step {int(t)}; every "
                            f"process must see the same run folder")
-
-
-def _step_of(line: str) -> int:
-    try:
-        return int(json.loads(line).get("step", 0))
-    except (json.JSONDecodeError, AttributeError):
-        return 1 << 62  # a line torn by a kill: dropped

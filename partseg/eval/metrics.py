@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE = 255
+from partseg.labels import IGNORE
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

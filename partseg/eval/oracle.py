@@ -21,6 +21,7 @@ from partseg.data.faces import MODES, render_batch, render_face
 from partseg.distill.trainer import SegTrainConfig, fit_segmenter
 from partseg.distill.unet import UNet, UNetConfig, load_unet
 from partseg.eval.metrics import ScoreAccumulator, SegScores
+from partseg.images import from_uint8
 from partseg.labels import FACES
 
 ORACLE_TRAIN_SEED0 = 2_000_000  # oracle training faces: seeds 2_000_000 .. +n_train
@@ -32,8 +33,7 @@ ALIGNED_ORACLE = DEFAULT_ORACLE.with_name("oracle_faces128_aligned.safetensors")
 
 def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1], the range our generators produce."""
-    x = torch.as_tensor(np.asarray(images))
-    return x.permute(0, 3, 1, 2).float() / 127.5 - 1
+    return from_uint8(torch.as_tensor(np.asarray(images)))
 
 
 class _RenderedStream(torch.utils.data.IterableDataset):

@@ -1,9 +1,9 @@
 """StyleGAN2 generator/discriminator, checkpoint loaders and training."""
 
 from partseg.gan.checkpoints import load_generator, save_generator
-from partseg.gan.rosinality import CheckpointFormatError
+from partseg.gan.discriminator import Discriminator
+from partseg.gan.state import CheckpointFormatError
 from partseg.gan.stylegan2 import (
-    Discriminator,
     Generator,
     GeneratorConfig,
     channel_table,

@@ -1,13 +1,12 @@
 """Load and save generators: our own files, rosinality `.pt`, NVIDIA stylegan2-ada `.pkl`, built-ins.
 
 Nothing here executes code from a checkpoint: torch files load with `weights_only=True`, ours are
-safetensors, and NVIDIA pickles go through the restricted unpickler in `nvidia.py`.
+safetensors, and NVIDIA pickles go through the restricted unpickler in `nvidia_pickle.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 from importlib import resources
@@ -15,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from partseg.gan.rosinality import CheckpointFormatError, convert_rosinality, looks_like_rosinality
+from partseg.gan.rosinality import convert_rosinality, looks_like_rosinality
+from partseg.gan.state import CheckpointFormatError, generator_from_state
 from partseg.gan.stylegan2 import Generator, GeneratorConfig
 from partseg.runs import torch_load_reason
-from partseg.weights_io import read_safetensors, write_safetensors
+from partseg.weights_io import read_safetensors, weights_digest, write_safetensors
 
 GENERATOR_FORMAT = "partseg.generator"
 TRAIN_FORMAT = "partseg.gan.train"
@@ -58,23 +58,6 @@ def save_generator(G: Generator, path: str | os.PathLike, dtype: torch.dtype = t
     meta = {"format": GENERATOR_FORMAT, "format_version": "1", "config": json.dumps(G.cfg.to_dict())}
     meta.update(extra or {})
     return write_safetensors(path, sd, meta)
-
-
-def generator_from_state(cfg: GeneratorConfig, sd: dict[str, torch.Tensor], where: str) -> Generator:
-    """Build a Generator and load sd strictly, with shape errors that name the file and the key."""
-    G = Generator(cfg)
-    own = G.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise CheckpointFormatError(f"{where}: state dict does not match the generator: missing {missing[:8]}, "
-                                    f"unexpected {unexpected[:8]}")
-    for k, v in sd.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointFormatError(f"{where}: '{k}' has shape {tuple(v.shape)}, expected "
-                                        f"{tuple(own[k].shape)}")
-    G.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-    return G.eval().requires_grad_(False)
 
 
 def _load_safetensors(path: Path) -> Generator:
@@ -144,8 +127,4 @@ def generator_fingerprint(G: Generator) -> str:
     """A short hash of the generator's weights and config: heads record it, so a head is never silently used
     with a GAN whose features it was not trained on. Computed on float32 values, so a float16 file and its
     loaded copy agree."""
-    h = hashlib.sha256(json.dumps(G.cfg.to_dict(), sort_keys=True).encode())
-    for k, v in sorted(G.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return weights_digest(json.dumps(G.cfg.to_dict(), sort_keys=True), G.state_dict())

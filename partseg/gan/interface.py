@@ -12,7 +12,6 @@ any shape (e.g. [N, 100, 1, 1] for a DCGAN) otherwise. samples.json / latents.sa
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -23,7 +22,9 @@ import torch
 from torch import nn
 
 from partseg.gan.hooked import HookedGenerator
+from partseg.gan.seeds import noise_for_samples, render_ws, z_for_seed
 from partseg.gan.stylegan2 import Generator
+from partseg.weights_io import weights_digest
 
 PY_PREFIX = "py:"
 
@@ -48,7 +49,7 @@ class FewShotGAN:
 
     def z_for_seed(self, seed: int) -> torch.Tensor:
         """z [1, *z_shape] of sample `seed` (the same draw as our StyleGAN2's samples)."""
-        return torch.randn(1, *self.z_shape, generator=torch.Generator().manual_seed(seed))
+        return z_for_seed(seed, self.z_shape)
 
     def random_z(self, n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randn(n, *self.z_shape, generator=gen)
@@ -97,7 +98,6 @@ class StyleGAN2GAN(FewShotGAN):
         return self.G.ws_from_z(z.to(self.device), truncation)
 
     def source(self, layers, noise_mode="const", seeds=None, noise=None):
-        from partseg.gan.sampling import noise_for_samples
         from partseg.gan.sources import stylegan_source
 
         if noise is None and seeds is not None:
@@ -106,8 +106,6 @@ class StyleGAN2GAN(FewShotGAN):
 
     @torch.no_grad()
     def render(self, latents, seeds, noise_mode="const"):
-        from partseg.gan.sampling import render_ws
-
         return render_ws(self.G, latents, seeds, noise_mode)
 
     def fingerprint(self) -> str:
@@ -186,12 +184,8 @@ class HookedGAN(FewShotGAN):
 
     def fingerprint(self) -> str:
         """Hash of the module's class, z shape and every parameter and buffer (batch-norm statistics included)."""
-        h = hashlib.sha256(json.dumps({"class": type(self.module).__qualname__, "z_shape": self.z_shape,
-                                       "image_range": list(self.image_range)}).encode())
-        for k, v in sorted(self.module.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return weights_digest(json.dumps({"class": type(self.module).__qualname__, "z_shape": self.z_shape,
+                                          "image_range": list(self.image_range)}), self.module.state_dict())
 
 
 GeneratorLike = Generator | HookedGenerator | FewShotGAN  # what the pipeline's functions accept

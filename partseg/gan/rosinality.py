@@ -11,11 +11,8 @@ import re
 import torch
 
 from partseg.gan.ops import fir_kernel
+from partseg.gan.state import CheckpointFormatError
 from partseg.gan.stylegan2 import GeneratorConfig
-
-
-class CheckpointFormatError(ValueError):
-    """A checkpoint does not have the structure its format requires."""
 
 
 def looks_like_rosinality(sd: dict) -> bool:

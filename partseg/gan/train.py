@@ -32,9 +32,10 @@ from partseg.atomic import atomic_torch_save, atomic_write_text
 from partseg.distributed import Dist
 from partseg.gan.checkpoints import TRAIN_FORMAT, save_generator
 from partseg.gan.data import ImageFolder, infinite_batches
-from partseg.gan.stylegan2 import Discriminator, Generator, GeneratorConfig, channel_table
+from partseg.gan.discriminator import Discriminator
+from partseg.gan.stylegan2 import Generator, GeneratorConfig, channel_table
 from partseg.images import image_grid, save_png
-from partseg.runs import StopOnSignal, load_checkpoint
+from partseg.runs import StopOnSignal, clean_stale_tmp, load_checkpoint, read_log, refuse_other_settings, write_log
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -142,11 +143,6 @@ class TrainConfig:
         return max(1, round(self.ckpt_kimg * 1000 / self.batch))
 
 
-def _config_mismatch(old: dict, new: TrainConfig) -> list[str]:
-    return [f"{k}: run has {old.get(k)!r}, asked for {v!r}" for k, v in new.to_dict().items()
-            if k not in TrainConfig.RESUMABLE_CHANGES and old.get(k) != v]
-
-
 def adam_for(params, cfg: TrainConfig, reg_every: int | None) -> torch.optim.Adam:
     """Adam with the lazy-regularisation correction: lr * c, betas ** c, c = k / (k + 1)."""
     c = reg_every / (reg_every + 1) if reg_every else 1.0
@@ -155,21 +151,6 @@ def adam_for(params, cfg: TrainConfig, reg_every: int | None) -> torch.optim.Ada
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7919 + step * 104_729) % (2**63)
-
-
-def _read_log(path: Path, upto_step: int) -> list[str]:
-    if not path.exists():
-        return []
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    keep = []
-    for ln in lines:
-        try:
-            rec = json.loads(ln)
-        except json.JSONDecodeError:  # a line torn by kill -9
-            continue
-        if rec.get("step", 0) <= upto_step:
-            keep.append(ln)
-    return keep
 
 
 def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device | None = None,
@@ -203,10 +184,8 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
     resumed = ckpt_path.exists()
     if resumed:
         ckpt = load_checkpoint(ckpt_path, TRAIN_FORMAT, "GAN training", device)  # one-line errors naming it
-        bad = _config_mismatch(ckpt["train_config"], cfg)
-        if bad:
-            raise ValueError(f"{run} holds a run with different settings ({'; '.join(bad)}); use a new --out "
-                             f"folder or the run's settings (see {run / 'config.json'})")
+        refuse_other_settings(run, ckpt["train_config"], cfg.to_dict(), TrainConfig.RESUMABLE_CHANGES,
+                              hint=f"use a new --out folder or the run's settings (see {run / 'config.json'})")
         G.load_state_dict(ckpt["G"])
         D.load_state_dict(ckpt["D"])
         G_ema.load_state_dict(ckpt["G_ema"])
@@ -223,11 +202,10 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
     log_lines: list[str] = []
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
-        for tmp in run.glob(".*.tmp"):  # half-written files of a run killed mid-write; the real ones are intact
-            tmp.unlink(missing_ok=True)
+        clean_stale_tmp(run)  # half-written files of a run killed mid-write; the real ones are intact
         atomic_write_text(json.dumps(cfg.to_dict(), indent=1), run / "config.json")
-        log_lines = _read_log(run / LOG, step)  # drop entries written after the checkpoint we resume from
-        atomic_write_text("".join(ln + "\n" for ln in log_lines), run / LOG)
+        log_lines = read_log(run / LOG, step)  # drop entries written after the checkpoint we resume from
+        write_log(run / LOG, log_lines)
 
     grid_z = torch.randn(min(cfg.grid, 64), g_cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
 
@@ -242,7 +220,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
             "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(),
         }
         atomic_torch_save(state, ckpt_path)
-        atomic_write_text("".join(ln + "\n" for ln in log_lines), run / LOG)
+        write_log(run / LOG, log_lines)
         save_generator(G_ema, run / "generator.safetensors", extra={"step": str(step)})
         with torch.no_grad():
             imgs = torch.cat([G_ema(grid_z[i:i + 16].to(device)).float().cpu() for i in range(0, len(grid_z), 16)])
@@ -368,22 +346,15 @@ def train(cfg: TrainConfig, run: str | os.PathLike, device: str | torch.device |
                                     f"{rec['sec_per_kimg']:.1f} s/kimg")
                 if is_main:
                     log_lines.append(json.dumps(rec))
-                    atomic_write_text("".join(ln + "\n" for ln in log_lines), run / LOG)
+                    write_log(run / LOG, log_lines)
                 window, t_window, steps_window = {}, time.time(), 0
 
-            stop_now = stop.requested
-            if dd.on and dd.world > 1:  # every rank must leave the loop together
-                flag = torch.tensor([float(stop_now)], device=device)
-                dist.all_reduce(flag)
-                stop_now = bool(flag.item())
+            stop_now = dd.any(stop.requested, device)  # every rank must leave the loop together
             if step % cfg.ckpt_steps == 0 or step == end or stop_now:
                 if dd.world > 1:  # replicas must never drift apart; check before trusting the checkpoint
-                    div = max(dd.max_divergence(G), dd.max_divergence(D))
+                    sync = dd.check_replicas(step, G, D)
                     if is_main:
-                        log_lines.append(json.dumps({"step": step, "event": "ddp_sync", "world": dd.world,
-                                                     "max_param_diff": div}))
-                    if div > 0:
-                        raise RuntimeError(f"DDP replicas diverged at step {step} (max param diff {div})")
+                        log_lines.append(json.dumps(sync))
                 save_checkpoint()
             if stop_now:
                 stopped_early = True

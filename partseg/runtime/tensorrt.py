@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from partseg.atomic import atomic_write_text
-from partseg.runtime.segmenter import ENGINE_SUFFIXES, ModelInfo
+from partseg.runtime.model_info import ENGINE_SUFFIXES, ModelInfo
 
 log = logging.getLogger(__name__)
 

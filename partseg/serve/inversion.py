@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from partseg.images import centre_box, centre_square, from_uint8
 from partseg.labels import IGNORE
 
 
@@ -63,19 +64,13 @@ def _recv(fd: int, deadline: float | None = None) -> Any:
 def invert_image(G: Any, head: Any, image: np.ndarray, steps: int) -> tuple[np.ndarray, float]:
     """Segment one uint8 RGB image by GAN inversion: its centre square is resized to the generator's resolution
     and inverted, the head's labels are resized back (nearest); pixels outside the square are 255 (unlabelled)."""
-    import torch
-
     from partseg.fewshot.invert import InversionConfig
     from partseg.fewshot.segment import segment_by_inversion
 
     h, w = image.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    crop = Image.fromarray(image[top:top + s, left:left + s])
+    top, left, s = centre_box(h, w)
     r = G.resolution
-    if s != r:
-        crop = crop.resize((r, r), Image.LANCZOS if s > r else Image.BICUBIC)
-    x = torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1).float()[None] / 127.5 - 1
+    x = from_uint8(centre_square(image, r))[None]
     res = segment_by_inversion(G, head, x, InversionConfig(steps=steps), batch=1)
     lab = res["labels"][0].byte().numpy()
     if s != r:

@@ -19,15 +19,16 @@ GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})  
 
 
 class RequestError(Exception):
-    """A problem with the client's request: the service answers `status` (always 4xx) with `message`."""
+    """A problem with the client's request: an HTTP server (the service, the labeller) answers `status` with
+    `message` and any `extra` fields in its JSON error body. The one definition: subclasses fix the status."""
 
     status: HTTPStatus = HTTPStatus.BAD_REQUEST
 
-    def __init__(self, message: str, status: HTTPStatus | None = None):
+    def __init__(self, message: str, status: HTTPStatus | int | None = None, **extra: object):
         super().__init__(message)
-        self.message = message
+        self.message, self.extra = message, extra
         if status is not None:
-            self.status = status
+            self.status = HTTPStatus(status)
 
 
 class TooLarge(RequestError):
