@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def _umask_mode() -> int:
     """The mode a plain open() gives a new file (0o666 less the umask); mkstemp's own 0o600 would hide outputs
@@ -49,6 +47,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch  # here, so that modules writing only images or text do not load torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

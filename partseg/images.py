@@ -13,12 +13,15 @@ import io
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from partseg.atomic import atomic_path
+
+if TYPE_CHECKING:  # torch is imported by the conversions only: decoding needs numpy and Pillow alone
+    import torch
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")  # what Image.open(formats=...) may use
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # files of those formats
@@ -140,6 +143,8 @@ def centre_square(image: np.ndarray, size: int) -> np.ndarray:
 
 def to_uint8_tensor(images: torch.Tensor) -> torch.Tensor:
     """[..., 3, H, W] in [-1, 1] -> uint8 [..., H, W, 3] (clipped, rounded), on the same device."""
+    import torch
+
     x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.movedim(-3, -1).contiguous()
 
@@ -151,6 +156,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def from_uint8(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 [..., H, W, 3] -> float32 [..., 3, H, W] in [-1, 1] (x / 127.5 - 1): the inverse of to_uint8."""
+    import torch
+
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.require(images, requirements=["C", "W"]))
     return images.movedim(-1, -3).float() / 127.5 - 1

@@ -38,7 +38,7 @@ HEAD_TRAIN_FORMAT = "partseg.head.train"
 @dataclass
 class FewShotConfig:
     head: str = "cnn"
-    steps: int = 0  # 0 -> 600 for cnn, 1500 for mlp
+    steps: int = 0  # 0 -> 600 for cnn, 1000 for mlp
     lr: float = 1e-3
     weight_decay: float = 1e-3
     ensemble: int = 1
