@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
-from partseg.labeller.errors import RequestError
+from partseg.http_errors import RequestError
 from partseg.labeller.masks import RAW
 
 if TYPE_CHECKING:
@@ -114,26 +114,26 @@ class Handler(BaseHTTPRequestHandler):
         127.0.0.1 still sends its name as Host. Any port is fine (an SSH tunnel may forward another one)."""
         host = urlsplit(f"//{self.headers.get('Host') or ''}").hostname or ""
         if host not in LOOPBACK_NAMES:
-            raise RequestError(HTTPStatus.FORBIDDEN, f"Host must be a loopback name ({', '.join(LOOPBACK_NAMES)})")
+            raise RequestError(f"Host must be a loopback name ({', '.join(LOOPBACK_NAMES)})", HTTPStatus.FORBIDDEN)
         origin = self.headers.get("Origin")
         if self.command != "GET" and origin is not None and (urlsplit(origin).hostname or "") not in LOOPBACK_NAMES:
-            raise RequestError(HTTPStatus.FORBIDDEN, f"cross-origin {self.command} from {origin} refused")
+            raise RequestError(f"cross-origin {self.command} from {origin} refused", HTTPStatus.FORBIDDEN)
 
     def _body(self) -> bytes:
         length = self.headers.get("Content-Length")
         if length is None:
             if self.headers.get("Transfer-Encoding"):
-                raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send a Content-Length (chunked bodies are not read)")
+                raise RequestError("send a Content-Length (chunked bodies are not read)", HTTPStatus.LENGTH_REQUIRED)
             return b""  # HTTP/1.1: no length and no transfer coding means no body
         try:
             n = int(length)
         except ValueError:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}") from None
+            raise RequestError(f"bad Content-Length {length!r}", HTTPStatus.BAD_REQUEST) from None
         if n < 0 or n > MAX_BODY:
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body of {n} bytes (at most {MAX_BODY})")
+            raise RequestError(f"body of {n} bytes (at most {MAX_BODY})", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
         body = self.rfile.read(n)
         if len(body) != n:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"body ended after {len(body)} of {n} bytes")
+            raise RequestError(f"body ended after {len(body)} of {n} bytes", HTTPStatus.BAD_REQUEST)
         return body
 
     def _revision(self) -> tuple[str | None, int | None]:
@@ -143,14 +143,14 @@ class Handler(BaseHTTPRequestHandler):
         try:
             return session, int(rev)
         except ValueError:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"X-Mask-Revision must be an integer, got {rev!r}") from None
+            raise RequestError(f"X-Mask-Revision must be an integer, got {rev!r}", HTTPStatus.BAD_REQUEST) from None
 
     @staticmethod
     def _name(path: str, prefix: str) -> str:
         try:
             return unquote(path[len(prefix):], errors="strict")
         except UnicodeDecodeError:
-            raise RequestError(HTTPStatus.BAD_REQUEST, "image name is not valid UTF-8") from None
+            raise RequestError("image name is not valid UTF-8", HTTPStatus.BAD_REQUEST) from None
 
     def _dispatch(self, method: str) -> None:
         app = self.server.app
@@ -186,10 +186,10 @@ class Handler(BaseHTTPRequestHandler):
                     self.close_connection = requested_close
                 self._raw_mask(app.suggest(self._name(path, "/api/suggest/")))
             elif path.startswith("/api/"):
-                raise RequestError(HTTPStatus.NOT_FOUND if method == "GET" else HTTPStatus.METHOD_NOT_ALLOWED,
-                                   f"no such API call: {method} {path}")
+                raise RequestError(f"no such API call: {method} {path}",
+                                   HTTPStatus.NOT_FOUND if method == "GET" else HTTPStatus.METHOD_NOT_ALLOWED)
             else:
-                raise RequestError(HTTPStatus.NOT_FOUND, f"not found: {path}")
+                raise RequestError(f"not found: {path}", HTTPStatus.NOT_FOUND)
         except RequestError as e:
             self._json({"error": e.message, **e.extra}, e.status)
         except (BrokenPipeError, ConnectionResetError):
@@ -201,16 +201,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def _static(self, name: str) -> None:
         if name not in STATIC_FILES:  # a fixed list: no path from the URL ever reaches the file system
-            raise RequestError(HTTPStatus.NOT_FOUND, f"not found: /static/{name}")
+            raise RequestError(f"not found: /static/{name}", HTTPStatus.NOT_FOUND)
         self._send(HTTPStatus.OK, (STATIC_DIR / name).read_bytes(), STATIC_FILES[name])
 
     def _get_mask(self, name: str, fmt: str) -> None:
         app = self.server.app
         if fmt not in ("png", "raw"):
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"format must be png or raw, got {fmt!r}")
+            raise RequestError(f"format must be png or raw, got {fmt!r}", HTTPStatus.BAD_REQUEST)
         mask = app.load_mask(name)
         if mask is None:
-            raise RequestError(HTTPStatus.NOT_FOUND, f"image {name!r} has no mask yet")
+            raise RequestError(f"image {name!r} has no mask yet", HTTPStatus.NOT_FOUND)
         if fmt == "raw":
             self._raw_mask(mask)
         else:

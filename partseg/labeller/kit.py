@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from partseg.data.dataset import IMAGE_SUFFIXES, IMAGES, MASKS, read_mask, write_mask
+from partseg.http_errors import RequestError
 from partseg.images import image_size as read_image_size
-from partseg.labeller.errors import RequestError
 from partseg.labeller.masks import decode_upload
 from partseg.labeller.suggest import Suggester
 from partseg.labels import IGNORE, LABELS_FILE, Labels
@@ -75,7 +75,7 @@ class LabellerApp:
     def image_path(self, name: str) -> Path:
         path = self.images().get(name)
         if path is None:
-            raise RequestError(HTTPStatus.NOT_FOUND, f"no image named {name!r} in this kit")
+            raise RequestError(f"no image named {name!r} in this kit", HTTPStatus.NOT_FOUND)
         return path
 
     def image_size(self, path: Path) -> tuple[int, int]:
@@ -89,7 +89,7 @@ class LabellerApp:
         try:
             h, w = read_image_size(path)  # the decoder's rules: allow-listed formats, pixel limit, EXIF rotation
         except (ValueError, OSError) as e:
-            raise RequestError(HTTPStatus.CONFLICT, f"{path.name}: cannot read the image: {e}") from None
+            raise RequestError(f"{path.name}: cannot read the image: {e}", HTTPStatus.CONFLICT) from None
         with self._cache_lock:
             self._sizes[path] = (key, (h, w))
         return h, w
@@ -107,7 +107,7 @@ class LabellerApp:
         try:
             return read_mask(path, self.labels, img)
         except ValueError as e:
-            raise RequestError(HTTPStatus.CONFLICT, str(e)) from None
+            raise RequestError(str(e), HTTPStatus.CONFLICT) from None
 
     def status(self, name: str) -> tuple[bool, float, str]:
         """(annotated, fraction of pixels labelled, error) of an image, cached while its mask file is unchanged."""
@@ -175,8 +175,8 @@ class LabellerApp:
             if session and revision is not None:
                 last = self._revisions.get((session, name))
                 if last is not None and revision <= last:
-                    raise RequestError(HTTPStatus.CONFLICT, f"stale save of {name!r}: revision {revision}, "
-                                                            f"{last} is already written", stale=True)
+                    raise RequestError(f"stale save of {name!r}: revision {revision}, "
+                                       f"{last} is already written", HTTPStatus.CONFLICT, stale=True)
                 self._revisions[(session, name)] = revision
             write_mask(path, mask, self.labels)
         annotated, labelled, _ = self.status(name)
@@ -185,8 +185,8 @@ class LabellerApp:
     def suggest(self, name: str) -> np.ndarray:
         h, w = self.image_size(self.image_path(name))
         if self.suggester is None:
-            raise RequestError(HTTPStatus.CONFLICT, "no head loaded: start the labeller with --head HEAD")
+            raise RequestError("no head loaded: start the labeller with --head HEAD", HTTPStatus.CONFLICT)
         if not self.suggester.available(name):
-            raise RequestError(HTTPStatus.CONFLICT, f"image {name!r} has no recorded latent in the kit, so the "
-                                                    f"head cannot predict it")
+            raise RequestError(f"image {name!r} has no recorded latent in the kit, so the "
+                               f"head cannot predict it", HTTPStatus.CONFLICT)
         return self.suggester.predict(name, h, w)

@@ -14,7 +14,7 @@ from http import HTTPStatus
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from partseg.labeller.errors import RequestError
+from partseg.http_errors import RequestError
 from partseg.labels import IGNORE
 
 RAW = "application/octet-stream"
@@ -33,31 +33,31 @@ def decode_upload(body: bytes, content_type: str | None, name: str, height: int,
     kind = mime(content_type)
     if kind == RAW:
         if len(body) != h * w:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"raw mask of {len(body)} bytes; image {name!r} is "
-                                                       f"{w}x{h}, so exactly {h * w} bytes are expected")
+            raise RequestError(f"raw mask of {len(body)} bytes; image {name!r} is "
+                               f"{w}x{h}, so exactly {h * w} bytes are expected", HTTPStatus.BAD_REQUEST)
         mask = np.frombuffer(body, dtype=np.uint8).reshape(h, w).copy()
     elif kind == "image/png":
         try:
             with Image.open(io.BytesIO(body)) as im:
                 if im.format != "PNG":
-                    raise RequestError(HTTPStatus.BAD_REQUEST, f"body is {im.format}, not a PNG")
+                    raise RequestError(f"body is {im.format}, not a PNG", HTTPStatus.BAD_REQUEST)
                 if im.size != (w, h):  # checked before decoding: a huge PNG is never decompressed
-                    raise RequestError(HTTPStatus.BAD_REQUEST, f"mask is {im.size[0]}x{im.size[1]}; image "
-                                                               f"{name!r} is {w}x{h}")
+                    raise RequestError(f"mask is {im.size[0]}x{im.size[1]}; image "
+                                       f"{name!r} is {w}x{h}", HTTPStatus.BAD_REQUEST)
                 if im.mode not in ("L", "P"):
-                    raise RequestError(HTTPStatus.BAD_REQUEST, f"PNG mode is {im.mode!r}; a mask is a "
-                                                               f"palette ('P') or greyscale ('L') PNG whose "
-                                                               f"pixel values are class indices")
+                    raise RequestError(f"PNG mode is {im.mode!r}; a mask is a "
+                                       f"palette ('P') or greyscale ('L') PNG whose "
+                                       f"pixel values are class indices", HTTPStatus.BAD_REQUEST)
                 mask = np.asarray(im, dtype=np.uint8).copy()
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"cannot decode the PNG: {e}") from None
+            raise RequestError(f"cannot decode the PNG: {e}", HTTPStatus.BAD_REQUEST) from None
     else:
-        raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                           f"Content-Type {content_type!r}: send image/png (class indices) or {RAW} "
-                           f"(H*W uint8, row-major)")
+        raise RequestError(f"Content-Type {content_type!r}: send image/png (class indices) or {RAW} "
+                           f"(H*W uint8, row-major)",
+                           HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
     bad = (mask >= n_classes) & (mask != IGNORE)
     if bad.any():
         vals = sorted(set(np.unique(mask[bad]).tolist()))
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"mask values {vals[:10]} are not class indices "
-                                                   f"(0-{n_classes - 1}) nor {IGNORE} (unlabelled)")
+        raise RequestError(f"mask values {vals[:10]} are not class indices "
+                           f"(0-{n_classes - 1}) nor {IGNORE} (unlabelled)", HTTPStatus.BAD_REQUEST)
     return mask

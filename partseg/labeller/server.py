@@ -12,7 +12,7 @@ import threading
 from http.server import ThreadingHTTPServer
 from typing import Any
 
-from partseg.labeller.errors import RequestError
+from partseg.http_errors import RequestError
 from partseg.labeller.handler import Handler
 from partseg.labeller.kit import LabellerApp
 from partseg.labeller.suggest import Suggester

@@ -11,24 +11,12 @@ import numpy as np
 from PIL import Image
 
 from partseg import images
+from partseg.http_errors import RequestError
 from partseg.images import IMAGE_FORMATS  # noqa: F401 - re-exported by partseg.serve
 
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg", "image/pjpeg", "image/webp", "image/bmp",
                          "image/x-ms-bmp", "image/x-bmp", "image/tiff", "image/gif"})
 GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})  # curl -F for unknown extensions
-
-
-class RequestError(Exception):
-    """A problem with the client's request: an HTTP server (the service, the labeller) answers `status` with
-    `message` and any `extra` fields in its JSON error body. The one definition: subclasses fix the status."""
-
-    status: HTTPStatus = HTTPStatus.BAD_REQUEST
-
-    def __init__(self, message: str, status: HTTPStatus | int | None = None, **extra: object):
-        super().__init__(message)
-        self.message, self.extra = message, extra
-        if status is not None:
-            self.status = HTTPStatus(status)
 
 
 class TooLarge(RequestError):
