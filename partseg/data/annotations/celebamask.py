@@ -1,5 +1,4 @@
-"""CelebAMask-HQ part masks: one binary PNG per image and part, mapped onto the label set.
-"""
+"""CelebAMask-HQ part masks: one binary PNG per image and part, mapped onto the label set."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""COCO JSON (also what Label Studio exports): polygons and RLE per annotation, categories by name.
-"""
+"""COCO JSON (also what Label Studio exports): polygons and RLE per annotation, categories by name."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""CVAT for images 1.1 XML: polygons, boxes, ellipses and brush masks, painted by z-order.
-"""
+"""CVAT for images 1.1 XML: polygons, boxes, ellipses and brush masks, painted by z-order."""
 
 from __future__ import annotations
 

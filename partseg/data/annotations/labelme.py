@@ -1,5 +1,4 @@
-"""LabelMe JSON: polygons, rectangles, circles and (LabelMe >= 5.3) masks, one file per image.
-"""
+"""LabelMe JSON: polygons, rectangles, circles and (LabelMe >= 5.3) masks, one file per image."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Finished masks as images: index-coded (greyscale, palette) or colour-coded (RGB/RGBA in the class colours).
-"""
+"""Finished masks as images: index-coded (greyscale, palette) or colour-coded (RGB/RGBA in the class colours)."""
 
 from __future__ import annotations
 
