@@ -20,7 +20,7 @@ def data_synth(
 ) -> None:
     """Render the procedural part-annotated face data set (images + exact part masks)."""
     from partseg.data.dataset import time_synth
-    from partseg.data.faces_aligned import MODES
+    from partseg.data.faces import MODES
 
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")

@@ -142,7 +142,7 @@ def write_synth_dataset(out: str | os.PathLike, n: int, size: int = 64, seed: in
                         progress: bool = True, mode: str = "wild") -> Path:
     """Render faces seed .. seed+n-1 into the data-set layout (image i is `faces_{seed+i:07d}.png`).
 
-    mode: "wild" (unaligned, cluttered) or "aligned" (FFHQ-style portraits; `partseg.data.faces_aligned`).
+    mode: "wild" (unaligned, cluttered) or "aligned" (FFHQ-style portraits; `partseg.data.faces.aligned`).
 
     Deterministic: the same (n, size, seed) always writes the same files, whatever `workers` is. Re-running
     overwrites files of the same names; files of other names in `out` are left alone.
@@ -150,7 +150,7 @@ def write_synth_dataset(out: str | os.PathLike, n: int, size: int = 64, seed: in
     from tqdm import tqdm
 
     from partseg.data.faces import MIN_SIZE
-    from partseg.data.faces_aligned import MODES
+    from partseg.data.faces import MODES
     from partseg.labels import FACES
 
     if mode not in MODES:
