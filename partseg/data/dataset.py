@@ -149,8 +149,7 @@ def write_synth_dataset(out: str | os.PathLike, n: int, size: int = 64, seed: in
     """
     from tqdm import tqdm
 
-    from partseg.data.faces import MIN_SIZE
-    from partseg.data.faces import MODES
+    from partseg.data.faces import MIN_SIZE, MODES
     from partseg.labels import FACES
 
     if mode not in MODES:
