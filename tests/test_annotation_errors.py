@@ -14,17 +14,12 @@ from PIL import Image
 from partseg.cli import main
 from partseg.data.annotations import AnnotationError, import_annotations
 from partseg.labels import FACES
+from tests import test_annotations
 from tests.test_annotations import C, H, W, corners, cvat_xml, labelme_json, paint, random_image, write_image
 
+imgs = test_annotations.imgs  # the same fixture: two real images in tmp/imgs
+
 VALID = "valid names are background, skin, hair, eye, eyebrow, nose, mouth, ear, neck, clothes"
-
-
-@pytest.fixture
-def imgs(tmp_path: Path) -> Path:
-    d = tmp_path / "imgs"
-    for i, n in enumerate(("a", "b")):
-        write_image(d / f"{n}.png", random_image(i))
-    return d
 
 
 def fails(src: Path, fmt: str, imgs: Path, *patterns: str, **kw) -> str:
