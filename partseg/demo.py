@@ -31,7 +31,7 @@ from partseg.fewshot.segment import predict_files
 from partseg.gan import Generator, GeneratorConfig, load_generator
 from partseg.gan.checkpoints import builtin_annotations
 from partseg.gan.sampling import sample
-from partseg.images import image_grid, save_png, to_uint8
+from partseg.images import image_grid, read_image, save_png, to_uint8
 from partseg.labels import FACES
 from partseg.runtime.files import predict_files_unet
 from partseg.runtime.segmenter import Segmenter
@@ -74,12 +74,12 @@ def _overview(test: Path, preds: dict[str, Path], path: Path, zoom: int = 3) -> 
     """One row per test face: image | exact mask | one overlay per method, zoomed (nearest) to show real pixels."""
     rows = []
     for f in sorted((test / "images").glob("*.png")):
-        img = np.asarray(Image.open(f).convert("RGB"))
+        img = read_image(f)
         cells = [img, (0.45 * img + 0.55 * FACES.colorize(read_mask(test / "masks" / f.name, FACES))).astype(np.uint8)]
-        cells += [np.asarray(Image.open(p / "overlays" / f.name).convert("RGB")) for p in preds.values()]
+        cells += [read_image(p / "overlays" / f.name) for p in preds.values()]
         rows.append(np.concatenate(cells, axis=1))
     grid = np.concatenate(rows, axis=0)
-    Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST).save(path)
+    save_png(Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST), path)
 
 
 def run_demo(out: str | os.PathLike, gan: str = "builtin:faces64", n: int = 8, seed: int = 0,
@@ -118,8 +118,8 @@ def run_demo(out: str | os.PathLike, gan: str = "builtin:faces64", n: int = 8, s
     img = to_uint8(s.images[:1])[0]
     panel = np.concatenate([img, _pca_rgb(feats), PALETTE[_kmeans_labels(feats)]], axis=1)
     scale = max(1, 256 // G.resolution)
-    Image.fromarray(panel).resize((panel.shape[1] * scale, panel.shape[0] * scale), Image.NEAREST).save(
-        out / "features.png")
+    save_png(Image.fromarray(panel).resize((panel.shape[1] * scale, panel.shape[0] * scale), Image.NEAREST),
+             out / "features.png")
     summary["channels"] = feature_channels(src)
     print(f"[3/7] pixel features of sample 0: {feature_channels(src)} channels per pixel from {len(src.layers)} "
           f"layers -> {out / 'features.png'} (image | PCA | 6-cluster k-means)")

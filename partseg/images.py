@@ -61,15 +61,17 @@ def _check_header(im: Image.Image, what: str, max_pixels: int, max_side: int | N
 
 
 def _open(source: bytes | Path, what: str, max_pixels: int, max_side: int | None, max_aspect: float | None,
-          decode: bool) -> np.ndarray | tuple[int, int]:
-    """The decoded RGB array (decode) or the (height, width) after EXIF orientation, under the rules above."""
+          decode: bool, mode: str | None = "RGB") -> np.ndarray | tuple[int, int] | Image.Image:
+    """Under the rules above: the decoded array in `mode` (decode; mode None: the PIL image in its own mode, e.g.
+    a palette mask) or the (height, width) after EXIF orientation (not decode)."""
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=IMAGE_FORMATS) as im:
             w, h = _check_header(im, what, max_pixels, max_side, max_aspect)
             if not decode:
                 return (w, h) if im.getexif().get(0x0112) in _ROTATED else (h, w)
             im.load()
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
+            out = ImageOps.exif_transpose(im)
+            out = out.convert(mode) if mode else out.copy()  # a copy: the file's image closes with the `with`
     except Image.DecompressionBombError as e:
         raise ImageTooLarge(what, f"is refused as a decompression bomb ({type(e).__name__}: {e})") from None
     except UnidentifiedImageError:
@@ -79,10 +81,25 @@ def _open(source: bytes | Path, what: str, max_pixels: int, max_side: int | None
         raise
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError) as e:
         raise ImageError(what, f"is a damaged or truncated image ({type(e).__name__}: {e})") from None
-    arr = np.array(rgb, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
+    if mode is None:
+        return out
+    arr = np.array(out, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
     if arr.ndim != 3 or arr.shape[2] != 3:  # defensive: convert("RGB") always gives [H, W, 3]
         raise ImageError(what, "could not be read as an RGB image")
     return arr
+
+
+def open_image(source: bytes | str | os.PathLike, what: str | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """A loaded PIL image in its own mode (palette masks stay palette) under the decoder's rules: for readers that
+    need more than RGB, e.g. annotation masks. ImageError names `what` (default: the file)."""
+    if not isinstance(source, bytes):
+        source = Path(source)
+        if not source.is_file():
+            raise FileNotFoundError(f"image not found: {source}")
+    what = what or (f"{source}: the file" if isinstance(source, Path) else "the image")
+    if isinstance(source, bytes) and not source:
+        raise ImageError(what, "is empty (0 bytes)")
+    return _open(source, what, max_pixels, None, None, decode=True, mode=None)
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, max_bytes: int | None = None, what: str = "the image",

@@ -109,3 +109,14 @@ def test_every_import_the_readme_documents_works():
                 attrs.insert(0, last)
         for a in attrs:
             obj = getattr(obj, a)  # AttributeError names what the README documents but the code lacks
+
+
+def test_the_service_package_imports_without_torch():
+    """partseg.serve's docstring promises numpy and Pillow only (torch loads inside the functions that need it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, partseg.serve\n"
+            "print(sorted(m for m in ('torch', 'onnxruntime', 'bentoml') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

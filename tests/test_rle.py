@@ -1,4 +1,4 @@
-"""COCO RLE (partseg.data.annotations.rle): our encoder and decoder agree with pycocotools, the reference
+"""COCO RLE (partseg.data.rle): our encoder and decoder agree with pycocotools, the reference
 implementation, on the compressed string and on the uncompressed counts list, for random masks and the edge
 cases (empty, full, one pixel, the first pixel set, non-square, one row or column, long runs)."""
 

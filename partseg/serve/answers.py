@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from partseg.data.annotations.rle import encode_coco_rle
+from partseg.data.rle import encode_coco_rle
 from partseg.labels import Labels
 
 

@@ -47,7 +47,7 @@ from partseg.data.annotations.kit import (
 from partseg.data.annotations.labelme import read_labelme
 from partseg.data.annotations.png import decode_mask_image, read_png
 from partseg.data.annotations.rasterize import rasterize_ellipse, rasterize_polygon
-from partseg.data.annotations.rle import coco_runs, decode_coco_rle, encode_coco_rle
+from partseg.data.rle import coco_runs, decode_coco_rle, encode_coco_rle
 
 __all__ = [
     "CELEBAMASK_PARTS", "CELEBAMASK_TO_FACES", "CVAT_LABELS", "FORMATS", "IGNORE_NAME", "KIT_README",

@@ -3,7 +3,6 @@ class-name lookup, checked points, JSON and image reading, and building an outpu
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -14,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from partseg.data.annotation_errors import AnnotationError, AnnotationWarning, EmptyMaskError  # noqa: F401
 from partseg.data.annotations.rasterize import rasterize_polygon
+from partseg.images import ImageError, open_image
 from partseg.labels import IGNORE, Labels
 
 FORMATS = ("png", "labelme", "cvat", "coco", "celebamask-hq")
@@ -24,18 +25,6 @@ UNLABELLED = ("background", "ignore")
 OVERLAP = ("z-order", "error")
 IGNORE_NAME = "__ignore__"  # LabelMe's name for "do not care" regions; accepted in every vector format
 LABELME_BACKGROUND = "_background_"  # LabelMe's conventional name for class 0
-
-
-class AnnotationError(ValueError):
-    """An annotation that cannot be imported as it is; the message names the file and the problem."""
-
-
-class EmptyMaskError(AnnotationError):
-    """An annotation that labels no pixel with a part class (an image nobody annotated yet, usually)."""
-
-
-class AnnotationWarning(UserWarning):
-    """Something left out of an import on purpose (for example an empty mask with skip_empty=True)."""
 
 
 @dataclass
@@ -133,11 +122,10 @@ def _read_json(path: Path) -> Any:
 
 
 def _open_image(path_or_bytes: Path | bytes, where: str) -> Image.Image:
+    """An annotation's image or mask under partseg.images' decoder rules, in its own mode (palettes kept)."""
     try:
-        im = Image.open(io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes)
-        im.load()
-        return im
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+        return open_image(path_or_bytes, "the image")
+    except (ImageError, FileNotFoundError) as e:
         raise AnnotationError(f"{where}: unreadable image file: {e}") from None
 
 

@@ -19,8 +19,8 @@ from partseg.data.annotations.base import (
     _union_layer,
 )
 from partseg.data.annotations.kit import _SKIP_JSON
-from partseg.data.annotations.rle import decode_coco_rle
 from partseg.data.dataset import IMAGES
+from partseg.data.rle import decode_coco_rle
 from partseg.labels import Labels
 
 

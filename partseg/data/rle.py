@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from partseg.data.annotations.base import AnnotationError
+from partseg.data.annotation_errors import AnnotationError
 
 
 def coco_runs(bits: np.ndarray) -> list[int]:
