@@ -103,8 +103,11 @@ def main() -> None:
     if stage == 1:
         steps, n_train = args.steps or 4000, 10_000
         cfg = SegTrainConfig(steps=steps, lr=2e-3, warmup=100, ckpt_every=200, log_every=50)
-        model, _ = train_oracle(run, n_train=n_train, batch=args.batch, channels=CHANNELS, cfg=cfg,
-                                workers=args.workers)
+        model, res = train_oracle(run, n_train=n_train, batch=args.batch, channels=CHANNELS, cfg=cfg,
+                                  workers=args.workers)
+        if res["stopped_early"]:
+            raise SystemExit(f"stopped at step {res['step']} of {steps}; checkpoint in {run}. Run the same command "
+                             f"to resume.")
         weights = run / "model.safetensors"
         recipe = (f"{steps} steps of {args.batch} on {n_train} faces rendered afresh for every batch, "
                   f"cross-entropy, AdamW, cosine schedule")
@@ -124,9 +127,12 @@ def main() -> None:
         else:
             steps, n_train, lr, cache = args.steps or 4000, 40_000, 3e-4, "oracle64-cache40k.npz"
         cfg = SegTrainConfig(steps=steps, lr=lr, warmup=200, ckpt_every=250, log_every=50, dice_weight=0.5)
-        model, _ = train_oracle(run, n_train=n_train, batch=args.batch, channels=CHANNELS, cfg=cfg,
-                                workers=args.workers, cache=ROOT / "runs" / cache, init=init, validate=validate,
-                                val_every=500)
+        model, res = train_oracle(run, n_train=n_train, batch=args.batch, channels=CHANNELS, cfg=cfg,
+                                  workers=args.workers, cache=ROOT / "runs" / cache, init=init, validate=validate,
+                                  val_every=500)
+        if res["stopped_early"]:
+            raise SystemExit(f"stopped at step {res['step']} of {steps}; checkpoint in {run}. Run the same command "
+                             f"to resume.")
         weights = run / "best.safetensors"
         model, _ = load_unet(weights)
         best_step = load_unet(weights, with_meta=True)[2].get("step", "?")

@@ -74,9 +74,12 @@ def main() -> None:
         return segmenter_scores(m, val_x, val_masks).miou
 
     cfg = SegTrainConfig(steps=args.steps, lr=2e-3, warmup=200, ckpt_every=250, log_every=50, dice_weight=0.5)
-    train_oracle(run, n_train=args.n_train, size=SIZE, batch=args.batch, channels=CHANNELS, cfg=cfg,
-                 workers=args.workers, cache=ROOT / "runs" / "oracle128-aligned-cache.npz", validate=validate,
-                 val_every=500, mode=MODE)
+    _, res = train_oracle(run, n_train=args.n_train, size=SIZE, batch=args.batch, channels=CHANNELS, cfg=cfg,
+                          workers=args.workers, cache=ROOT / "runs" / "oracle128-aligned-cache.npz",
+                          validate=validate, val_every=500, mode=MODE)
+    if res["stopped_early"]:
+        print(f"stopped at step {res['step']} of {args.steps}; checkpoint in {run}. Run the same command to resume.")
+        return
     weights = run / "best.safetensors"
     model, _ = load_unet(weights)
     best_step = load_unet(weights, with_meta=True)[2].get("step", "?")
