@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from partseg.cli import app
 from partseg.distill.autoshot import make_pairs
 from partseg.features import pixel_features
 from partseg.fewshot.crops import CachedShots, masks_at, shot_loss
 from partseg.fewshot.heads import Ensemble, HeadConfig
 from partseg.fewshot.learner import FewShotConfig, FewShotHead, Shots, train_head
 from partseg.fewshot.memory import GB, TrainPlan, budget_bytes, head_margin, plan_prediction, plan_training
-from partseg.gan.interface import as_fewshot_gan
+from partseg.gan.interface import as_fewshot_gan, load_fewshot_gan
 from partseg.labels import FACES
+from tests.test_any_generator import LABELS, LAYERS, SPEC, _masks_from_images, _ok, runner, user_module  # noqa: F401
 
 K = len(FACES)
 
@@ -136,3 +140,28 @@ def test_mlp_on_sampled_pixels_matches_whole_maps(tiny_G):
     assert "memory_plan" not in full.meta and small.meta["memory_plan"]["cache_dtype"] == "float32"
     for (name, a), b in zip(full.ensemble.state_dict().items(), small.ensemble.state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_cli_memory_setting_with_a_user_generator(tmp_path, user_module):  # noqa: F811
+    """`train --size --memory` trains on crops; `predict --memory` small (tiles) and large (whole maps) write the
+    same labels; a bad --memory is a one-line error."""
+    LABELS.save(tmp_path / "labels.json")
+    kit, head = tmp_path / "kit", tmp_path / "head.safetensors"
+    _ok(["annotate", "export", "--gan", SPEC, "--layers", LAYERS, "-n", "4", "--labels", str(tmp_path / "labels.json"),
+         "--out", str(kit)])
+    _masks_from_images(kit)
+    _ok(["train", "--shots", str(kit), "--gan", SPEC, "--layers", LAYERS, "--head", "cnn", "--steps", "60",
+         "--size", "128", "--memory", "0.1", "--out", str(head)])
+    h = FewShotHead.load(head, load_fewshot_gan(SPEC))
+    assert h.meta["size"] == 128 and 8 <= h.meta["memory_plan"]["crop"] < 128
+    labels = {}
+    for memory in ("0.02", "8"):
+        _ok(["predict", str(kit), "--mode", "head", "--head", str(head), "--gan", SPEC, "--memory", memory,
+             "--out", str(tmp_path / memory)])
+        labels[memory] = [np.asarray(Image.open(p)) for p in sorted((tmp_path / memory / "labels").glob("*.png"))]
+    assert len(labels["8"]) == 4 and all(np.array_equal(a, b) for a, b in zip(labels["0.02"], labels["8"], strict=True))
+    masks = [np.asarray(Image.open(p)) for p in sorted((kit / "masks").glob("*.png"))]
+    assert np.mean([(a == m).mean() for a, m in zip(labels["8"], masks, strict=True)]) > 0.7  # learnt from crops
+    r = runner.invoke(app, ["train", "--shots", str(kit), "--gan", SPEC, "--layers", LAYERS, "--memory", "lots",
+                            "--out", str(tmp_path / "x.safetensors")])
+    assert r.exit_code != 0 and "--memory" in r.output
