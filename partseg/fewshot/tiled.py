@@ -49,17 +49,22 @@ def layer_taps(compact: Compact, size: int, mode: str) -> dict[int, tuple[torch.
 
 def feature_window(compact: Compact, taps: dict, size: int, rows: slice, cols: slice, index: int | slice = slice(None),
                    ) -> torch.Tensor:
-    """float32 features [n, C, h, w] of the window rows x cols of the size x size map (samples `index`)."""
-    pieces = []
-    for act in compact.values():
-        act = act[index] if isinstance(index, slice) else act[index:index + 1]
+    """float32 features [n, C, h, w] of the window rows x cols of the size x size map (samples `index`).
+
+    Written layer by layer into one preallocated tensor: the peak is the window plus one layer's piece."""
+    acts = [a[index] if isinstance(index, slice) else a[index:index + 1] for a in compact.values()]
+    h, w = len(range(size)[rows]), len(range(size)[cols])
+    out = torch.empty(acts[0].shape[0], sum(a.shape[1] for a in acts), h, w, device=acts[0].device)
+    c0 = 0
+    for act in acts:
         r = act.shape[-1]
         if r == size:
-            pieces.append(act[:, :, rows, cols].float())
-            continue
-        idx, w = taps[r]
-        pieces.append(_window(act, idx[rows], w[rows], idx[cols], w[cols]))
-    return torch.cat(pieces, 1)
+            out[:, c0:c0 + act.shape[1]] = act[:, :, rows, cols]
+        else:
+            idx, wt = taps[r]
+            out[:, c0:c0 + act.shape[1]] = _window(act, idx[rows], wt[rows], idx[cols], wt[cols])
+        c0 += act.shape[1]
+    return out
 
 
 def _window(act: torch.Tensor, iy: torch.Tensor, wy: torch.Tensor, ix: torch.Tensor, wx: torch.Tensor) -> torch.Tensor:
