@@ -25,6 +25,9 @@ MIN_TILE = 8
 # layers (128, then 64s) with what autograd keeps for the backward pass; inference keeps two at a time.
 TRAIN_WORK_CHANNELS = 2400
 PREDICT_WORK_CHANNELS = 300
+# A training step holds its input twice: the first conv's weight gradient works on a second copy of it
+# (measured: a 10-shot 1024 px step peaked ~1.7 GB, one input, above the estimate that counted it once).
+TRAIN_INPUT_COPIES = 2
 
 
 def available_bytes() -> int | None:
@@ -94,7 +97,7 @@ def plan_training(source, n_shots: int, size: int, kind: str, budget: int, margi
     float16) plus the largest crop (CNN) whose step fits in the rest."""
     c = channels(source)
     maps = n_shots * c * size * size * 4 * (2 if kind == "mlp" else 1)  # mlp also holds a [pixels, C] copy
-    work = TRAIN_WORK_CHANNELS * size * size * 4 if kind == "cnn" else 0
+    work = ((TRAIN_INPUT_COPIES - 1) * c + TRAIN_WORK_CHANNELS) * size * size * 4 if kind == "cnn" else 0
     if maps + work + activation_bytes(source) <= budget:
         return TrainPlan(True, budget=budget)
     cache32 = n_shots * compact_bytes(source, size, 4)
@@ -105,10 +108,11 @@ def plan_training(source, n_shots: int, size: int, kind: str, budget: int, margi
             raise ValueError(_too_small(budget, cache32 // 2 + 4 * pixels_per_step * c * 4, "MLP head training"))
         return TrainPlan(False, 0, dtype, budget)
     crop = size
-    while crop >= MIN_TILE and (c + TRAIN_WORK_CHANNELS) * min(crop + 2 * margin, size) ** 2 * 4 > rest:
+    step = TRAIN_INPUT_COPIES * c + TRAIN_WORK_CHANNELS  # float32 values per pixel of the crop's window
+    while crop >= MIN_TILE and step * min(crop + 2 * margin, size) ** 2 * 4 > rest:
         crop -= MIN_TILE
     if crop < MIN_TILE:
-        need = cache32 // 2 + (c + TRAIN_WORK_CHANNELS) * min(MIN_TILE + 2 * margin, size) ** 2 * 4
+        need = cache32 // 2 + step * min(MIN_TILE + 2 * margin, size) ** 2 * 4
         raise ValueError(_too_small(budget, need, "CNN head training"))
     return TrainPlan(False, min(crop, size), dtype, budget)
 
