@@ -57,7 +57,7 @@ class CachedShots:
             src = shot_source(G, shots, cfg, i)
             size = cfg.size or max(src.resolutions[n] for n in src.layers)
             _, compact = compact_activations(src, shots.ws[i:i + 1].to(G.device), size, plan.cache_dtype)
-            self.cache.append(compact)
+            self.cache.append({k: v.cpu() for k, v in compact.items()})  # heads train on the CPU, as before
         self.layers, self.size = list(src.layers), size
         self.channels = sum(src.channels[n] for n in src.layers)
         self.taps = layer_taps(self.cache[0], size, cfg.mode)
