@@ -29,6 +29,8 @@ def fail(msg: str, code: int = 1) -> NoReturn:
 GAN_HELP = "Generator: file, run folder, builtin:NAME, or py:module:callable (your own nn.Module z -> image)."
 LAYERS_HELP = "py: generators: submodules to read features from, e.g. main.2,main.5 (default: the head's)."
 Z_DIM_HELP = "py: generators: latent size (default: the first layer's input channels/features)."
+MEMORY_HELP = ("GB the feature maps may take (e.g. 6), or auto: half the available memory. Whole maps when they "
+               "fit, else crops / sampled pixels (train) and tiles (prediction), with the same results.")
 
 
 def layer_list(layers: str | None) -> list[str] | None:
@@ -40,6 +42,17 @@ def load_gan(gan: str, device: str, layers: str | None = None, z_dim: int | None
     from partseg.gan.interface import load_fewshot_gan
 
     return load_fewshot_gan(gan, device=device, layers=layer_list(layers), z_dim=z_dim)
+
+
+def check_memory(memory: str) -> str:
+    """--memory as given, once it reads as GB or 'auto' (a bad value fails here, not in the middle of a run)."""
+    from partseg.fewshot.memory import budget_bytes
+
+    try:
+        budget_bytes(memory)
+    except ValueError as e:
+        fail(f"--memory: {e}")
+    return memory
 
 
 def check_head_layers(h, layers: str | None) -> None:

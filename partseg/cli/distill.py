@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from partseg.cli.common import GAN_HELP, LAYERS_HELP, Z_DIM_HELP, app, check_head_layers, load_gan
+from partseg.cli.common import (
+    GAN_HELP,
+    LAYERS_HELP,
+    MEMORY_HELP,
+    Z_DIM_HELP,
+    app,
+    check_head_layers,
+    check_memory,
+    load_gan,
+)
 
 
 @app.command("distill")
@@ -26,6 +35,7 @@ def distill(
                                "images as 8-bit PNG); a re-run with it reads them instead of rendering."),
     ckpt_every: int = typer.Option(0, "--ckpt-every", help="Steps between checkpoints (a re-run resumes from the "
                                    "last one); 0: min(100, steps / 10)."),
+    memory: str = typer.Option("auto", "--memory", help="Labelling pairs with the head: " + MEMORY_HELP),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option(None, "--device", help="Default: cuda (LOCAL_RANK under torchrun) if present."),
 ) -> None:
@@ -48,6 +58,7 @@ def distill(
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     G = load_gan(gan, device or "cpu", z_dim=z_dim)
     h = FewShotHead.load(head, G)
+    h.memory = check_memory(memory)
     check_head_layers(h, layers)
     validate = None
     if val_renders:

@@ -6,7 +6,18 @@ from pathlib import Path
 
 import typer
 
-from partseg.cli.common import GAN_HELP, LAYERS_HELP, Z_DIM_HELP, app, check_head_layers, fail, load_gan, report_failed
+from partseg.cli.common import (
+    GAN_HELP,
+    LAYERS_HELP,
+    MEMORY_HELP,
+    Z_DIM_HELP,
+    app,
+    check_head_layers,
+    check_memory,
+    fail,
+    load_gan,
+    report_failed,
+)
 
 
 @app.command("train")
@@ -20,6 +31,9 @@ def train_head(
     out: Path = typer.Option(..., "--out", help="Head file to write (.safetensors)."),
     steps: int = typer.Option(0, "--steps", help="Optimiser steps (0: 600 for cnn, 1000 for mlp)."),
     ensemble: int = typer.Option(1, "--ensemble", help="Train N heads from different seeds and average them."),
+    size: int = typer.Option(0, "--size", help="Feature map size in pixels (0: the largest layer's, i.e. the "
+                             "generator's resolution; the paper uses 512 for a 1024 px generator)."),
+    memory: str = typer.Option("auto", "--memory", help=MEMORY_HELP),
     ckpt_every: int = typer.Option(100, "--ckpt-every", help="Steps between checkpoints (OUT.ckpt.pt, removed "
                                    "when done); a re-run resumes from it."),
     invert_steps: int = typer.Option(300, "--invert-steps", help="GAN inversion steps for annotated images without "
@@ -34,6 +48,7 @@ def train_head(
 
     if ckpt_every < 1:
         fail(f"--ckpt-every must be >= 1, got {ckpt_every}")
+    check_memory(memory)
     if gan.startswith("py:") and not layers:
         fail("--gan py:... needs --layers: the submodules whose outputs are the features (e.g. main.2,main.5)")
     G = load_gan(gan, device, layers, z_dim)
@@ -48,9 +63,16 @@ def train_head(
     ckpt = out.with_name(out.name + ".ckpt.pt")
     if ckpt.exists():
         typer.echo(f"resuming head training from {ckpt}")
-    cfg = FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed, layers=",".join(G.source(None).layers)
-                        if layers else "paper")
-    h = fit(G, sh, cfg, checkpoint=ckpt, ckpt_every=ckpt_every)
+    if size < 0:
+        fail(f"--size must be >= 0 (0: the generator's resolution), got {size}")
+    cfg = FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed, size=size,
+                        layers=",".join(G.source(None).layers) if layers else "paper")
+    try:
+        h = fit(G, sh, cfg, checkpoint=ckpt, ckpt_every=ckpt_every, memory=memory)
+    except ValueError as e:
+        if "--memory" not in str(e):  # the budget is too small for this run: say so in one line
+            raise
+        fail(str(e))
     h.meta["gan_source"] = gan
     h.save(out)
     ckpt.unlink(missing_ok=True)
@@ -76,6 +98,7 @@ def predict(
     backend: str = typer.Option("auto", "--backend", help="Fast mode: auto | torch | onnxruntime | tensorrt."),
     steps: int = typer.Option(300, "--steps", help="Inversion steps per image."),
     batch: int = typer.Option(8, "--batch", help="Images processed together."),
+    memory: str = typer.Option("auto", "--memory", help="Inversion and head modes: " + MEMORY_HELP),
     device: str = typer.Option(None, "--device", help="Default: cuda when present, else cpu."),
 ) -> None:
     """Segment images with a distilled UNet (fast, any size) or through GAN inversion + head (accurate, slow)."""
@@ -95,6 +118,7 @@ def predict(
             fail("--mode head takes one folder of generated samples with their latents (samples.json)")
         G = load_gan(gan, device or "cpu", z_dim=z_dim)
         h = FewShotHead.load(head, G)
+        h.memory = check_memory(memory)
         check_head_layers(h, layers)
         res = predict_samples(images[0], G, h, out, batch=batch)
         typer.echo(f"segmented {len(res.done)} generated samples with the head -> {out} (labels/, overlays/, "
@@ -127,6 +151,7 @@ def predict(
     G = load_gan(gan, device or "cpu", z_dim=z_dim)
     G.inversion_generator()  # a generator without inversion: refused here with what to do instead
     h = FewShotHead.load(head, G)
+    h.memory = check_memory(memory)
     check_head_layers(h, layers)
     res = predict_files(files, G, h, out, InversionConfig(steps=steps), batch=batch)
     typer.echo(f"segmented {len(res.done)} images -> {out} (labels/, overlays/, reconstructions/, "

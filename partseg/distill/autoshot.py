@@ -94,12 +94,15 @@ def _label_latents(G: GeneratorLike, head: FewShotHead, z: torch.Tensor, confide
                    truncation: float, noise_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     ws = as_fewshot_gan(G).latents_from_z(z, truncation)
     img, logp = head.predict_ws(G, ws, noise_mode=noise_mode)
-    if logp.shape[-1] != img.shape[-1]:
-        logp = torch.nn.functional.interpolate(logp, size=img.shape[-2:], mode="bilinear", align_corners=False)
-    conf, labels = logp.exp().max(1)
-    if confidence:
-        labels[conf < confidence] = IGNORE
-    return img.clamp(-1, 1).cpu(), labels.cpu()
+    labels = []
+    for lp in logp.split(1):  # one image at a time: a batch of image-size probabilities can be GBs at 1024 px
+        if lp.shape[-1] != img.shape[-1]:
+            lp = torch.nn.functional.interpolate(lp, size=img.shape[-2:], mode="bilinear", align_corners=False)
+        conf, lab = lp.exp().max(1)
+        if confidence:
+            lab[conf < confidence] = IGNORE
+        labels.append(lab)
+    return img.clamp(-1, 1).cpu(), torch.cat(labels).cpu()
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:

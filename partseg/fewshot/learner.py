@@ -2,7 +2,9 @@
 
 The paper's loop: for each shot, regenerate the GAN features from its recorded latents (and noise), then fit
 a head with Adam and cross-entropy. CNN heads see whole feature maps (one shot per step); MLP heads see random
-pixels of all shots per step. The head file records everything needed to use it again and to refuse misuse:
+pixels of all shots per step. When the maps do not fit the memory budget (`partseg.fewshot.memory`), steps read
+crops or pixels from a cache of the generator's layers instead (`partseg.fewshot.crops`), and prediction runs
+by tiles (`partseg.fewshot.tiled`). The head file records everything needed to use it again and to refuse misuse:
 the GAN fingerprint, layers, feature size, resize mode, noise mode and labels.
 """
 
@@ -24,8 +26,11 @@ from tqdm import tqdm
 from partseg.atomic import atomic_torch_save
 from partseg.data.dataset import load_dataset, load_images, read_mask
 from partseg.features import feature_channels, pixel_features
+from partseg.fewshot.crops import CachedShots, masks_at, shot_loss, shot_source
 from partseg.fewshot.heads import Ensemble, HeadConfig
 from partseg.fewshot.invert import InversionConfig, invert
+from partseg.fewshot.memory import budget_bytes, head_margin, plan_prediction, plan_training
+from partseg.fewshot.tiled import predict_bounded
 from partseg.gan.interface import FewShotGAN, GeneratorLike, as_fewshot_gan
 from partseg.labels import IGNORE, Labels
 from partseg.runs import clean_stale_tmp, load_checkpoint, refuse_other_settings
@@ -187,21 +192,36 @@ def shot_features(G: GeneratorLike, shots: Shots, cfg: FewShotConfig,
     """[K, C, S, S] features of every shot, computed one shot at a time."""
     G = as_fewshot_gan(G)
     out = []
-    dev = G.device
     for i in range(len(shots.names)):
-        noise = None
-        if shots.noise is not None and shots.noise[i] is not None:
-            noise = [t.to(dev) for t in shots.noise[i]]
-        src = G.source(cfg.layers, noise_mode=shots.noise_mode, seeds=[shots.seeds[i]], noise=noise)
-        _, f = pixel_features(src, shots.ws[i:i + 1].to(dev), size=cfg.size or None, mode=cfg.mode, dtype=dtype)
+        src = shot_source(G, shots, cfg, i)
+        _, f = pixel_features(src, shots.ws[i:i + 1].to(G.device), size=cfg.size or None, mode=cfg.mode, dtype=dtype)
         out.append(f.cpu())
     return torch.cat(out), src.layers
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if logits.shape[-2:] != target.shape[-2:]:  # masks finer than the features: compare at the mask's size
-        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, target, ignore_index=IGNORE)
+class _WholeMaps:
+    """Every shot's whole feature map in memory: the path of every result before the memory budget existed."""
+
+    def __init__(self, G: FewShotGAN, shots: Shots, cfg: FewShotConfig):
+        self.feats, self.layers = shot_features(G, shots, cfg)
+        self.kind, self.pixels, self.masks = cfg.head, cfg.pixels_per_step, shots.masks
+        self.size, self.channels = self.feats.shape[-1], self.feats.shape[1]
+        self.flat_m = masks_at(shots.masks, self.size).reshape(-1)
+        self.valid = (self.flat_m != IGNORE).nonzero()[:, 0]
+        if len(self.valid) == 0:
+            raise ValueError("the shots have no labelled pixels")
+        if self.kind == "mlp":  # [K * S * S, C]: a copy of the maps, so only for the MLP
+            self.flat_f = self.feats.permute(0, 2, 3, 1).reshape(-1, self.channels)
+
+    def loss(self, member: torch.nn.Module, gen: torch.Generator) -> torch.Tensor:
+        if self.kind == "cnn":
+            i = int(torch.randint(len(self.feats), (1,), generator=gen))
+            x, y = self.feats[i:i + 1], self.masks[i:i + 1]
+            if torch.rand((), generator=gen) < 0.5:  # mirrored features and labels: a free second view
+                x, y = x.flip(-1), y.flip(-1)
+            return shot_loss(member(x), y)
+        pick = self.valid[torch.randint(len(self.valid), (self.pixels,), generator=gen)]
+        return F.cross_entropy(member(self.flat_f[pick]), self.flat_m[pick])
 
 
 def shots_digest(shots: Shots) -> str:
@@ -213,30 +233,28 @@ def shots_digest(shots: Shots) -> str:
 
 
 def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: bool = True,
-               checkpoint: str | os.PathLike | None = None, ckpt_every: int = 100) -> FewShotHead:
+               checkpoint: str | os.PathLike | None = None, ckpt_every: int = 100,
+               memory: float | str | None = None) -> FewShotHead:
     """Fit a head (or an ensemble, each member from its own seed) to the shots; deterministic on CPU.
 
     checkpoint: a file the training state is written to (atomically) every `ckpt_every` steps; if it exists,
     training resumes from it and ends with the weights an uninterrupted run would have. The caller removes it
     once the head is saved. A checkpoint of other settings or other shots is refused with the differences.
+    memory: budget in GB for feature maps and caches (None / 'auto': half the available memory); whole maps
+    when they fit, else crops (cnn) or pixels (mlp) from a cache of the shots' layers (partseg.fewshot.crops).
     """
     t0 = time.time()
     G = as_fewshot_gan(G)
-    feats, layers = shot_features(G, shots, cfg)
-    size = feats.shape[-1]
-    hcfg = HeadConfig(kind=cfg.head, in_channels=feats.shape[1], num_classes=len(shots.labels))
+    plan, margin = _train_plan(G, shots, cfg, memory)
+    data = _WholeMaps(G, shots, cfg) if plan.full else CachedShots(G, shots, cfg, plan, margin)
+    size, layers = data.size, data.layers
+    hcfg = HeadConfig(kind=cfg.head, in_channels=data.channels, num_classes=len(shots.labels))
     torch.manual_seed(cfg.seed)
     ens = Ensemble(hcfg, cfg.ensemble)
     gen = torch.Generator().manual_seed(cfg.seed)
-    # masks at the feature size, for pixel sampling (nearest keeps class indices intact)
-    masks_f = shots.masks if shots.masks.shape[-1] == size else F.interpolate(
-        shots.masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
-    flat_f = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
-    flat_m = masks_f.reshape(-1)
-    valid = (flat_m != IGNORE).nonzero()[:, 0]
-    if len(valid) == 0:
-        raise ValueError("the shots have no labelled pixels")
     settings = {**asdict(cfg), "shots": shots_digest(shots), "gan_fingerprint": G.fingerprint()}
+    if not plan.full:  # crops or pixels from a cache: a resumed run must take the same path
+        settings["memory_plan"] = plan.describe()
     ckpt = _resume_head(checkpoint, settings)
     start_member, start_step = (ckpt["member"], ckpt["step"]) if ckpt else (0, 0)
     if ckpt:
@@ -264,15 +282,7 @@ def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: boo
             torch.set_rng_state(ckpt["rng"])
             first = start_step
         for step in range(first, cfg.steps):
-            if cfg.head == "cnn":
-                i = int(torch.randint(len(feats), (1,), generator=gen))
-                x, y = feats[i:i + 1], shots.masks[i:i + 1]
-                if torch.rand((), generator=gen) < 0.5:  # mirrored features and labels: a free second view
-                    x, y = x.flip(-1), y.flip(-1)
-                loss = _loss(member(x), y)
-            else:
-                pick = valid[torch.randint(len(valid), (cfg.pixels_per_step,), generator=gen)]
-                loss = F.cross_entropy(member(flat_f[pick]), flat_m[pick])
+            loss = data.loss(member, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -289,7 +299,19 @@ def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: boo
     meta = {"gan_fingerprint": G.fingerprint(), "layers": layers, "size": size, "mode": cfg.mode,
             "noise_mode": shots.noise_mode, "train_config": asdict(cfg), "shots": shots.names,
             "train_seconds": round(time.time() - t0, 1)}
+    if not plan.full:
+        meta["memory_plan"] = plan.describe()
     return FewShotHead(ens.eval(), shots.labels, meta)
+
+
+def _train_plan(G: FewShotGAN, shots: Shots, cfg: FewShotConfig, memory: float | str | None):
+    """The memory plan (whole maps, or crops / pixels from a cache) and the head's margin."""
+    src = shot_source(G, shots, cfg, 0)
+    size = cfg.size or max(src.resolutions[n] for n in src.layers)
+    with torch.random.fork_rng(devices=[]):  # a throwaway head, only to read its margin: no RNG draws leak
+        margin = head_margin(Ensemble(HeadConfig(kind=cfg.head, in_channels=1, num_classes=2)))
+    return plan_training(src, len(shots.names), size, cfg.head, budget_bytes(memory), margin,
+                         cfg.pixels_per_step), margin
 
 
 def _resume_head(checkpoint: str | os.PathLike | None, settings: dict) -> dict | None:
@@ -308,6 +330,8 @@ def _resume_head(checkpoint: str | os.PathLike | None, settings: dict) -> dict |
 class FewShotHead:
     """A trained head plus what it needs to be applied: which GAN, which layers, which feature size."""
 
+    memory: float | str | None = None  # predict_ws's budget in GB when not given there (None: automatic)
+
     def __init__(self, ensemble: Ensemble, labels: Labels, meta: dict):
         self.ensemble, self.labels, self.meta = ensemble, labels, meta
 
@@ -319,12 +343,28 @@ class FewShotHead:
 
     @torch.no_grad()
     def predict_ws(self, G: GeneratorLike, ws: torch.Tensor, noise: list | None = None,
-                   noise_mode: str | None = None, seeds: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   noise_mode: str | None = None, seeds: list[int] | None = None, memory: float | str | None = None,
+                   tile: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(images [N, 3, H, W], log-probabilities [N, K, S, S]) for latents ws (noise: explicit maps, or
-        seeds: each sample's own noise in 'random' mode; neither: the noise mode's default)."""
-        src = as_fewshot_gan(G).source(self.meta["layers"], noise_mode=noise_mode or self.meta["noise_mode"],
-                                       seeds=seeds, noise=noise)
-        img, feats = pixel_features(src, ws, size=self.meta["size"], mode=self.meta["mode"])
+        seeds: each sample's own noise in 'random' mode; neither: the noise mode's default).
+
+        memory: GB for feature maps (None: `self.memory`, else 'auto', half the available memory): the whole
+        batch's maps when they fit, else fewer samples per pass, else tiles (`tile` forces tiles of that size).
+        Tiles give the whole-map result up to float rounding (partseg.fewshot.tiled)."""
+        G = as_fewshot_gan(G)
+        mode_ = noise_mode or self.meta["noise_mode"]
+
+        def source(i: int = 0, j: int | None = None):
+            part = None if noise is None else [t[i:j] if t.shape[0] == len(ws) else t for t in noise]
+            return G.source(self.meta["layers"], noise_mode=mode_, seeds=None if seeds is None else seeds[i:j],
+                            noise=part)
+
+        src, size, margin = source(), self.meta["size"], head_margin(self.ensemble)
+        plan = plan_prediction(src, len(ws), size, margin, self.ensemble.cfg.num_classes,
+                               budget_bytes(memory if memory is not None else self.memory), tile)
+        if not plan.full:
+            return predict_bounded(self.ensemble, source, ws, size, self.meta["mode"], plan, margin)
+        img, feats = pixel_features(src, ws, size=size, mode=self.meta["mode"])
         return img, F.log_softmax(self.ensemble(feats), dim=1)
 
     def save(self, path: str | os.PathLike) -> Path:

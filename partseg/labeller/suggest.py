@@ -25,7 +25,7 @@ class Suggester:
     the first click. Predictions are cached per image; one lock serialises the forward passes.
     """
 
-    def __init__(self, kit: Path, labels: Labels, head: str | os.PathLike, gan: Any = None):
+    def __init__(self, kit: Path, labels: Labels, head: str | os.PathLike, gan: Any = None, memory: Any = None):
         from partseg.data.samples import INDEX_FILE, load_samples_record
         from partseg.fewshot.learner import FewShotHead
         from partseg.gan.interface import as_fewshot_gan, load_fewshot_gan
@@ -41,6 +41,7 @@ class Suggester:
         G = load_fewshot_gan(gan) if isinstance(gan, str | os.PathLike) else as_fewshot_gan(gan)
         self.G = G
         self.head = FewShotHead.load(head, G)  # refuses a head trained on another GAN's features
+        self.head.memory = memory  # GB for the head's features (None: automatic; tiles when the maps are big)
         if [n.lower() for n in self.head.labels.names] != [n.lower() for n in labels.names]:
             raise ValueError(f"head {head} predicts the classes {list(self.head.labels.names)} but the kit's "
                              f"labels.json has {list(labels.names)}")
