@@ -59,14 +59,14 @@ def pixel_features(source: FeatureSource, latents: torch.Tensor, size: int | Non
     so the peak is the output plus one layer, never a float32 copy of the whole map.
     grad: False runs without autograd (the usual case); True keeps the graph, e.g. for GAN inversion.
     """
-    _check_mode(mode)
+    check_mode(mode)
     with _grad_context(grad):
         img, acts = source.activations(latents)
         size = size or _largest(source)
         out = torch.empty(img.shape[0], feature_channels(source), size, size, dtype=dtype, device=img.device)
         c0 = 0
         for name in source.layers:
-            act = _take(acts, name, source)
+            act = take_activation(acts, name, source)
             out[:, c0:c0 + act.shape[1]] = _resize(act, size, mode, align_corners)
             c0 += act.shape[1]
             del act
@@ -97,13 +97,13 @@ def iter_feature_tiles(source: FeatureSource, latents: torch.Tensor, tile: int =
     The generator runs once; each tile then reads only the input rows and columns its pixels depend on.
     Edge tiles are smaller when tile does not divide size.
     """
-    _check_mode(mode)
+    check_mode(mode)
     if tile < 1:
         raise ValueError(f"tile must be >= 1, got {tile}")
     with _grad_context(grad):
         img, acts = source.activations(latents)
     size = size or _largest(source)
-    layers = [_take(acts, name, source) for name in source.layers]
+    layers = [take_activation(acts, name, source) for name in source.layers]
     del acts
     taps = _taps_per_resolution(source, size, mode, align_corners)
     n, c_total = img.shape[0], feature_channels(source)
@@ -135,7 +135,7 @@ def sample_pixel_features(source: FeatureSource, latents: torch.Tensor, n_pixels
     [P, 2] for every image). Equal to gathering from `pixel_features`, without building it: what an MLP head
     trains on.
     """
-    _check_mode(mode)
+    check_mode(mode)
     if (n_pixels is None) == (coords is None):
         raise ValueError("give exactly one of n_pixels and coords")
     with _grad_context(grad):
@@ -161,7 +161,7 @@ def sample_pixel_features(source: FeatureSource, latents: torch.Tensor, n_pixels
         batch = torch.arange(n, device=device)[:, None]
         c0 = 0
         for name in source.layers:
-            act = _take(acts, name, source)
+            act = take_activation(acts, name, source)
             idx, w = (t.to(device) for t in taps[act.shape[-1]])
             iy, wy = idx[coords[..., 0]], w[coords[..., 0]].to(act.dtype)  # [N, P, K]
             ix, wx = idx[coords[..., 1]], w[coords[..., 1]].to(act.dtype)
@@ -176,7 +176,7 @@ def sample_pixel_features(source: FeatureSource, latents: torch.Tensor, n_pixels
     return coords, out
 
 
-def _axis_taps(n_in: int, n_out: int, mode: str, align_corners: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def axis_taps(n_in: int, n_out: int, mode: str, align_corners: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Resizing one axis from n_in to n_out as taps: output i = sum_k w[i, k] * input[idx[i, k]].
 
     The formulas (float32 arithmetic included) are PyTorch's, so taps reproduce F.interpolate: bilinear and
@@ -206,7 +206,7 @@ def _axis_taps(n_in: int, n_out: int, mode: str, align_corners: bool) -> tuple[t
 
 def _taps_per_resolution(source: FeatureSource, size: int, mode: str,
                          align_corners: bool) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    return {r: _axis_taps(r, size, mode, align_corners) for r in set(source.resolutions.values())}
+    return {r: axis_taps(r, size, mode, align_corners) for r in set(source.resolutions.values())}
 
 
 def _resample_window(act: torch.Tensor, iy: torch.Tensor, wy: torch.Tensor, ix: torch.Tensor,
@@ -227,7 +227,7 @@ def _resample_window(act: torch.Tensor, iy: torch.Tensor, wy: torch.Tensor, ix: 
 # Small checks
 
 
-def _check_mode(mode: str) -> None:
+def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
@@ -240,7 +240,7 @@ def _largest(source: FeatureSource) -> int:
     return max(source.resolutions[n] for n in source.layers)
 
 
-def _take(acts: dict[str, torch.Tensor], name: str, source: FeatureSource) -> torch.Tensor:
+def take_activation(acts: dict[str, torch.Tensor], name: str, source: FeatureSource) -> torch.Tensor:
     """Remove a layer's activation from `acts` (so it can be freed once used) and check its shape."""
     act = acts.pop(name)
     c, r = source.channels[name], source.resolutions[name]

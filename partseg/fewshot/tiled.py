@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partseg.features import _axis_taps, _check_mode, _take, pixel_features
+from partseg.features import axis_taps, check_mode, pixel_features, take_activation
 from partseg.fewshot.memory import PredictPlan
 
 Compact = dict[str, torch.Tensor]  # layer name -> [N, c, r, r] with r <= size
@@ -33,7 +33,7 @@ def compact_activations(source, latents: torch.Tensor, size: int, dtype: torch.d
     img, acts = source.activations(latents)
     out = {}
     for name in source.layers:
-        act = _take(acts, name, source)
+        act = take_activation(acts, name, source)
         if act.shape[-1] > size:
             act = F.interpolate(act, size=(size, size), mode="area")
         low = act.to(dtype)
@@ -43,8 +43,8 @@ def compact_activations(source, latents: torch.Tensor, size: int, dtype: torch.d
 
 
 def layer_taps(compact: Compact, size: int, mode: str) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    _check_mode(mode)
-    return {r: _axis_taps(r, size, mode, True) for r in {a.shape[-1] for a in compact.values()}}
+    check_mode(mode)
+    return {r: axis_taps(r, size, mode, True) for r in {a.shape[-1] for a in compact.values()}}
 
 
 def feature_window(compact: Compact, taps: dict, size: int, rows: slice, cols: slice, index: int | slice = slice(None),
