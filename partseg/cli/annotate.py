@@ -9,9 +9,11 @@ import typer
 from partseg.cli.common import (
     GAN_HELP,
     LAYERS_HELP,
+    MEMORY_HELP,
     Z_DIM_HELP,
     annotate_app,
     check_head_layers,
+    check_memory,
     fail,
     layer_list,
     load_gan,
@@ -101,6 +103,7 @@ def annotate_ui(
     gan: str = typer.Option(None, "--gan", help="The head's generator (default: the kit's samples.json's)."),
     layers: str = typer.Option(None, "--layers", help=LAYERS_HELP),
     z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
+    memory: str = typer.Option("auto", "--memory", help="Suggest: " + MEMORY_HELP),
     verbose: bool = typer.Option(False, "--verbose", help="Log every request."),
 ) -> None:
     """Browser labeller for an annotation kit: paint masks, saved to the kit on every change. Ctrl-C stops it."""
@@ -121,7 +124,8 @@ def annotate_ui(
         typer.echo(f"labeller for {kit} at {url}  (Ctrl-C to stop)")
 
     try:
-        run_labeller(kit, port=port, head=head, gan=gan, verbose=verbose, on_ready=ready)
+        run_labeller(kit, port=port, head=head, gan=gan, verbose=verbose, on_ready=ready,
+                     memory=check_memory(memory) if head is not None else None)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     except OSError as e:

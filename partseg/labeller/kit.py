@@ -32,7 +32,8 @@ class LabellerApp:
     request can never name a file outside `KIT/images` or write outside `KIT/masks`.
     """
 
-    def __init__(self, kit: str | os.PathLike, head: str | os.PathLike | None = None, gan: Any = None):
+    def __init__(self, kit: str | os.PathLike, head: str | os.PathLike | None = None, gan: Any = None,
+                 memory: Any = None):
         self.kit = Path(kit)
         if not self.kit.is_dir():
             raise FileNotFoundError(f"annotation kit not found: {self.kit}")
@@ -53,7 +54,7 @@ class LabellerApp:
         self._cache_lock = threading.Lock()
         self._sizes: dict[Path, tuple[tuple[int, int], tuple[int, int]]] = {}
         self._annotated: dict[str, tuple[tuple[int, int], bool, float, str]] = {}
-        self.suggester = Suggester(self.kit, self.labels, head, gan) if head is not None else None
+        self.suggester = Suggester(self.kit, self.labels, head, gan, memory) if head is not None else None
 
     # ------------------------------------------------------------------ images and masks
 

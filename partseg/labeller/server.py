@@ -51,11 +51,11 @@ class LabellerServer(ThreadingHTTPServer):
 
 
 def serve(kit: str | os.PathLike, port: int = 0, head: str | os.PathLike | None = None, gan: Any = None,
-          verbose: bool = False) -> tuple[LabellerServer, str]:
+          verbose: bool = False, memory: Any = None) -> tuple[LabellerServer, str]:
     """A labeller server for `kit` bound to 127.0.0.1:port (0: a free port), not yet serving; returns it and its
     URL. `head` (a head file) with `gan` (checkpoint, builtin:NAME or a Generator; default the generator the
-    kit's samples.json names) enables the "suggest" button."""
-    server = LabellerServer(LabellerApp(kit, head=head, gan=gan), port=port, verbose=verbose)
+    kit's samples.json names) enables the "suggest" button; `memory` bounds its feature maps (GB, None: auto)."""
+    server = LabellerServer(LabellerApp(kit, head=head, gan=gan, memory=memory), port=port, verbose=verbose)
     return server, server.url
 
 
@@ -67,9 +67,9 @@ def start_labeller(kit: str | os.PathLike, port: int = 0, head: str | os.PathLik
 
 
 def run_labeller(kit: str | os.PathLike, port: int = 8765, head: str | os.PathLike | None = None, gan: Any = None,
-                 verbose: bool = False, on_ready: Any = None) -> None:
+                 verbose: bool = False, on_ready: Any = None, memory: Any = None) -> None:
     """Serve until Ctrl-C (the CLI). `on_ready(url)` is called once the port is bound."""
-    server, url = serve(kit, port=port, head=head, gan=gan, verbose=verbose)
+    server, url = serve(kit, port=port, head=head, gan=gan, verbose=verbose, memory=memory)
     if on_ready is not None:
         on_ready(url)
     try:
