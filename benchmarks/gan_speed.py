@@ -20,7 +20,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from partseg.gan.stylegan2 import Discriminator, Generator, GeneratorConfig
+from partseg.gan.discriminator import Discriminator
+from partseg.gan.stylegan2 import Generator, GeneratorConfig
 from partseg.gan.train import cpu_has_bf16
 
 try:

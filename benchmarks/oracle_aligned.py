@@ -1,10 +1,11 @@
 """The label oracle of the aligned world (issue #14): a UNet trained on aligned 128 px renders, scored on held-out ones.
 
-    python3 benchmarks/oracle_aligned.py [--steps 6000 --batch 32 --n-train 20000] [--no-write]
+    python3 benchmarks/oracle_aligned.py [--steps 6000 --batch 16 --n-train 20000] [--no-write]
 
 One stage (re-run the same command to resume): n-train aligned faces (seeds 2,000,000+) rendered once into
 runs/oracle128-aligned-cache.npz, left-right flips, cross-entropy + 0.5 soft Dice, AdamW with a cosine schedule
-from lr 2e-3; the step that scores best on 200 validation renders (seeds 8,000,000+) is kept. It is scored,
+from lr 2e-3, bf16 autocast where the CPU has bf16 units (2.6x faster per step here; batch 16 costs 2.6x less
+per image than 32); the step that scores best on 200 validation renders (seeds 8,000,000+) is kept. It is scored,
 averaging each image with its mirror image as `load_oracle` does, on 1000 held-out renders (seeds 9,000,000+)
 exactly and with one pixel of boundary tolerance. The weights go to ALIGNED_ORACLE and the figures to the
 "oracle-aligned" section of BENCHMARKS.md. Target (issue #14): mIoU >= 0.93.
@@ -59,7 +60,7 @@ def held_out_scores(model: torch.nn.Module, n: int, chunk: int = 50) -> tuple[Se
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--n-train", type=int, default=20_000)
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)

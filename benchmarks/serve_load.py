@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg import serving  # noqa: E402
+from partseg import serve as serving  # noqa: E402
 
-WEIGHTS = ROOT / "benchmarks" / "weights" / "oracle_faces64.safetensors"
+WEIGHTS = ROOT / "partseg" / "weights" / "oracle_faces64.safetensors"  # a UNet of a realistic size to serve
 LEVELS = (1, 8, 32)
 
 

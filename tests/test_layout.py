@@ -1,8 +1,8 @@
 """The package's shape: stages import only from stages before them, and no module grows past ~400 lines.
 
 Stage order (a module may import its own stage and any earlier one, never a later one):
-  base (atomic, runs, weights_io, labels, images, distributed, http_errors, eval.metrics) -> data -> gan -> features
-  -> fewshot -> distill -> runtime -> {eval, serve, labeller} -> demo -> cli
+  base (atomic, runs, weights_io, labels, images, distributed, http_errors, precision, eval.metrics) -> data -> gan
+  -> features -> fewshot -> distill -> runtime -> {eval, serve, labeller} -> demo -> cli
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "partseg"
 STAGES = [
     ("partseg.atomic", 0), ("partseg.runs", 0), ("partseg.weights_io", 0), ("partseg.labels", 0),
-    ("partseg.images", 0), ("partseg.distributed", 0), ("partseg.http_errors", 0), ("partseg.eval.metrics", 0),
+    ("partseg.images", 0), ("partseg.distributed", 0), ("partseg.http_errors", 0),
+    ("partseg.precision", 0), ("partseg.eval.metrics", 0),
     ("partseg.data", 1), ("partseg.gan", 2), ("partseg.features", 3), ("partseg.fewshot", 4), ("partseg.distill", 5),
     ("partseg.runtime", 6), ("partseg.eval", 7), ("partseg.serve", 7), ("partseg.labeller", 7), ("partseg.demo", 8),
     ("partseg.cli", 9),

@@ -1,8 +1,9 @@
-"""Supervised segmenter training: learns, resumes exactly, takes soft targets, AMP only acts on CUDA; UNet files
-round-trip."""
+"""Supervised segmenter training: learns, resumes exactly, takes soft targets, bf16 AMP where the hardware has it;
+UNet files round-trip."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from partseg.distill.trainer import SegTrainConfig, fit_segmenter, segmentation_loss, soft_dice_loss
 from partseg.distill.unet import UNet, load_unet, save_unet
 from partseg.labels import FACES
+from partseg.precision import cpu_has_bf16
 
 
 def _toy_batches(start: int):
@@ -50,14 +52,18 @@ def test_fit_learns_and_resumes_exactly(tmp_path):
         assert torch.equal(v, b.state_dict()[k]), k
 
 
-def test_amp_leaves_the_cpu_path_unchanged(tmp_path):
+def test_amp_is_bf16_where_the_cpu_has_bf16_units_and_float32_elsewhere(tmp_path):
     cfg = SegTrainConfig(steps=6, lr=1e-2, warmup=2, ckpt_every=6, log_every=3)
     assert cfg.amp
     a, b = _model(), _model()
     fit_segmenter(a, _toy_batches, cfg, tmp_path / "a", progress=False)
     fit_segmenter(b, _toy_batches, replace(cfg, amp=False), tmp_path / "b", progress=False)
-    for k, v in a.state_dict().items():
-        assert torch.equal(v, b.state_dict()[k]), k
+    logged = [json.loads(ln)["precision"] for ln in (tmp_path / "a" / "log.jsonl").read_text().splitlines()
+              if '"precision"' in ln]
+    assert logged and set(logged) == {"bf16" if cpu_has_bf16() else "fp32"}
+    if not cpu_has_bf16():  # amp=True on such a CPU is exactly the float32 path
+        for k, v in a.state_dict().items():
+            assert torch.equal(v, b.state_dict()[k]), k
     ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert ckpt["train_config"]["amp"] is True and ckpt["world"] == 1
 

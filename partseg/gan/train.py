@@ -35,31 +35,11 @@ from partseg.gan.data import ImageFolder, infinite_batches
 from partseg.gan.discriminator import Discriminator
 from partseg.gan.stylegan2 import Generator, GeneratorConfig, channel_table
 from partseg.images import image_grid, save_png
+from partseg.precision import AMP_MODES, cpu_has_bf16, resolve_amp  # noqa: F401  (re-exported)
 from partseg.runs import StopOnSignal, clean_stale_tmp, load_checkpoint, read_log, refuse_other_settings, write_log
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
-AMP_MODES = ("auto", "bf16", "off")
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-
-
-def resolve_amp(mode: str, device: torch.device) -> bool:
-    """auto: bf16 on CUDA and on CPUs with bf16 units (measured faster there, BENCHMARKS.md); off elsewhere."""
-    if mode == "off":
-        return False
-    if mode == "bf16":
-        return True
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
-
-
 @dataclass
 class TrainConfig:
     """Everything that defines a run. Defaults follow stylegan2-ada's 'auto' configuration."""
