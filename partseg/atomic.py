@@ -35,6 +35,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, _FILE_MODE)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)  # again: some writers (safetensors) replace the file with a 0o600 one
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
