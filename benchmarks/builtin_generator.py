@@ -146,10 +146,12 @@ def main() -> None:
         f"only), {kimg:.0f} kimg (step {step}, {train_sum['hours']:.1f} h of CPU training by the logged speed; loss "
         f"curves `docs/{name}_training.png`); shipped as float16 safetensors ({size_mb:.1f} MB). The label oracle "
         f"labels {args.n_quality} generated samples (seeds 100000+, no truncation, const noise) and {args.n_quality} "
-        f"held-out renders; its confidence says whether generated parts are recognisable.",
+        f"held-out renders; its confidence says whether generated parts are recognisable. The default annotation "
+        f"set is samples 0-9 at truncation {args.truncation}.",
         "",
         f"- Machine: {machine()}",
-        f"- Command: `python3 benchmarks/builtin_generator.py --name {name} --mode {args.mode}`",
+        f"- Command: `python3 benchmarks/builtin_generator.py --name {name} --mode {args.mode}"
+        + (f" --truncation {args.truncation}" if args.truncation != 1.0 else "") + "`",
         f"- Date (UTC): {utc_now()}",
         "",
         "| | generated samples | held-out renders |",

@@ -5,7 +5,8 @@ per-pixel features and an unsupervised k-means of them: if the GAN's features ca
 already follow parts), train the paper's CNN head on the shipped 10-shot annotation set, distil it into a UNet on
 generated images (auto-shot), export that to ONNX, segment rendered test faces with it through the runtime, and,
 for comparison, through GAN inversion + head; both scored against the faces' exact masks, side by side in
-`overview.png`.
+`overview.png`. The test faces are rendered in the generator's world (aligned portraits for builtin:faces128);
+for an aligned generator the UNet is also scored on unaligned ("wild") renders, which its augmentation is for.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from partseg.fewshot.invert import InversionConfig
 from partseg.fewshot.learner import FewShotConfig, load_shots, train_head
 from partseg.fewshot.segment import predict_files
 from partseg.gan import Generator, GeneratorConfig, load_generator
-from partseg.gan.checkpoints import builtin_annotations
+from partseg.gan.checkpoints import BUILTIN_MODES, DEFAULT_GAN, builtin_annotations
 from partseg.gan.sampling import sample
 from partseg.images import image_grid, read_image, save_png, to_uint8
 from partseg.labels import FACES
@@ -70,7 +71,7 @@ def _kmeans_labels(feats: torch.Tensor, k: int = 6, iters: int = 25, seed: int =
     return assign.reshape(h, w).numpy()
 
 
-def _overview(test: Path, preds: dict[str, Path], path: Path, zoom: int = 3) -> None:
+def _overview(test: Path, preds: dict[str, Path], path: Path) -> None:
     """One row per test face: image | exact mask | one overlay per method, zoomed (nearest) to show real pixels."""
     rows = []
     for f in sorted((test / "images").glob("*.png")):
@@ -79,13 +80,27 @@ def _overview(test: Path, preds: dict[str, Path], path: Path, zoom: int = 3) -> 
         cells += [read_image(p / "overlays" / f.name) for p in preds.values()]
         rows.append(np.concatenate(cells, axis=1))
     grid = np.concatenate(rows, axis=0)
+    zoom = 3 if img.shape[0] <= 64 else 2
     save_png(Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST), path)
 
 
-def run_demo(out: str | os.PathLike, gan: str = "builtin:faces64", n: int = 8, seed: int = 0,
+def _render_test_set(root: Path, seeds: range, size: int, mode: str) -> list[Path]:
+    """Rendered faces with exact masks in the data-set layout; returns the image files."""
+    for sd in seeds:
+        im, mask = render_face(sd, size, mode)
+        write_image(root / "images" / f"{synth_name(sd)}.png", im)
+        write_mask(root / "masks" / f"{synth_name(sd)}.png", mask, FACES)
+    FACES.save(root / "labels.json")
+    return sorted((root / "images").glob("*.png"))
+
+
+def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: int = 0,
              device: str = "cpu", head_steps: int = 300, n_test: int = 8, inversion_steps: int = 100,
-             distill_steps: int = 300, distill_batch: int = 16) -> dict:
-    """Run every stage that exists on the built-in default; returns what it wrote and measured."""
+             distill_steps: int = 300, distill_batch: int = 16, test_mode: str | None = None) -> dict:
+    """Run every stage that exists on the built-in default; returns what it wrote and measured.
+
+    test_mode: how the test faces are rendered ("aligned" or "wild"); default: the built-in generator's world
+    (`BUILTIN_MODES`), "wild" for other generators."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -150,29 +165,36 @@ def run_demo(out: str | os.PathLike, gan: str = "builtin:faces64", n: int = 8, s
         exp = export_onnx(out / "unet" / "model.safetensors", out / "unet.onnx")
         print(f"[6/7] exported the UNet to ONNX -> {out / 'unet.onnx'}; parity with PyTorch: {exp.worst}")
 
-        test = out / "test"
+        name_mode = BUILTIN_MODES.get(name, "wild")
+        mode = test_mode or name_mode
         seeds = range(DEMO_TEST_SEED0, DEMO_TEST_SEED0 + n_test)
-        for sd in seeds:
-            im, mask = render_face(sd, G.resolution)
-            write_image(test / "images" / f"{synth_name(sd)}.png", im)
-            write_mask(test / "masks" / f"{synth_name(sd)}.png", mask, FACES)
-        FACES.save(test / "labels.json")
-        files = sorted((test / "images").glob("*.png"))
+        files = _render_test_set(out / "test", seeds, G.resolution, mode)
         seg = Segmenter.load(out / "unet.onnx")
         predict_files_unet(files, seg, out / "pred_unet", progress=False)
-        rep_unet = evaluate_and_write(out / "pred_unet", test, FACES, out / "pred_unet")
+        rep_unet = evaluate_and_write(out / "pred_unet", out / "test", FACES, out / "pred_unet")
         t = time.time()
         predict_files(files, G, head, out / "pred_inversion", InversionConfig(steps=inversion_steps), progress=True)
         inv_seconds = time.time() - t
-        rep_inv = evaluate_and_write(out / "pred_inversion", test, FACES, out / "pred_inversion")
+        rep_inv = evaluate_and_write(out / "pred_inversion", out / "test", FACES, out / "pred_inversion")
+        summary["test_mode"] = mode
         summary["miou_unet"], summary["miou_inversion"] = rep_unet["miou"], rep_inv["miou"]
         unet_ms = 1000 * json.loads((out / "pred_unet" / "predictions.json").read_text())["seconds_per_image"]
-        _overview(test, {"unet": out / "pred_unet", "inversion": out / "pred_inversion"}, out / "overview.png")
-        print(f"[7/7] segmented {n_test} rendered test faces, scored against their exact masks: "
+        _overview(out / "test", {"unet": out / "pred_unet", "inversion": out / "pred_inversion"},
+                  out / "overview.png")
+        wild = ""
+        if mode == "aligned":  # the UNet needs no GAN, so it should also cope with faces the GAN never drew
+            wild_files = _render_test_set(out / "test_wild", seeds, G.resolution, "wild")
+            predict_files_unet(wild_files, seg, out / "pred_unet_wild", progress=False)
+            rep_wild = evaluate_and_write(out / "pred_unet_wild", out / "test_wild", FACES, out / "pred_unet_wild")
+            summary["miou_unet_wild"] = rep_wild["miou"]
+            _overview(out / "test_wild", {"unet": out / "pred_unet_wild"}, out / "overview_wild.png")
+            wild = (f"; the same UNet on {n_test} unaligned (wild) renders: mIoU {rep_wild['miou']:.3f} -> "
+                    f"{out / 'overview_wild.png'}")
+        print(f"[7/7] segmented {n_test} rendered {mode} test faces, scored against their exact masks: "
               f"auto-shot UNet ({seg.backend.name}) mIoU {rep_unet['miou']:.3f} at {unet_ms:.1f} ms/image; "
               f"GAN inversion ({inversion_steps} steps) + head mIoU {rep_inv['miou']:.3f} at "
               f"{1000 * inv_seconds / n_test:.0f} ms/image -> {out / 'overview.png'} "
-              f"(image | exact mask | UNet | inversion)")
+              f"(image | exact mask | UNet | inversion){wild}")
     summary["seconds"] = round(time.time() - t0, 1)
     print(f"done in {summary['seconds']} s. Serve the UNet: partseg serve package {out / 'unet.onnx'} "
           f"--name partseg-segmenter && partseg serve start")

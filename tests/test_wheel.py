@@ -40,6 +40,7 @@ def test_the_wheel_holds_only_partseg_and_its_data(wheel):
     top = {n.split("/")[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"partseg"}
     for needed in ("partseg/serve/service.py", "partseg/cli/__main__.py", "partseg/weights/faces64.safetensors",
+                   "partseg/weights/faces128.safetensors", "partseg/weights/oracle_faces128_aligned.safetensors",
                    "partseg/weights/oracle_faces64.safetensors", "partseg/labeller/static/index.html",
                    "partseg/runtime/tensorrt_build.py"):
         assert needed in names, f"{needed} missing from {wheel.name}"

@@ -18,11 +18,12 @@ from partseg.cli.common import (
     layer_list,
     load_gan,
 )
+from partseg.gan.checkpoints import DEFAULT_GAN
 
 
 @annotate_app.command("export")
 def annotate_export(
-    gan: str = typer.Option("builtin:faces64", "--gan", help=GAN_HELP),
+    gan: str = typer.Option(DEFAULT_GAN, "--gan", help=GAN_HELP),
     layers: str = typer.Option(None, "--layers", help="py: generators: checked to exist (train reads them)."),
     z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
     n: int = typer.Option(20, "-n", help="Number of images to annotate."),

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from partseg.cli.common import app, fail
+from partseg.gan.checkpoints import DEFAULT_GAN
 
 
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -35,7 +36,7 @@ def bench(
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("partseg-demo"), "--out", help="Output folder."),
-    gan: str = typer.Option("builtin:faces64", "--gan", help="Generator to use."),
+    gan: str = typer.Option(DEFAULT_GAN, "--gan", help="Generator to use."),
 ) -> None:
     """Run the whole pipeline on the built-in default: generator, shots, head, UNet, ONNX, scores and pictures."""
     from partseg.demo import run_demo

@@ -16,12 +16,13 @@ from partseg.cli.common import (
     check_memory,
     load_gan,
 )
+from partseg.gan.checkpoints import DEFAULT_GAN
 
 
 @app.command("distill")
 def distill(
     head: Path = typer.Option(..., "--head", help="Head file from `partseg train`."),
-    gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the head was trained on. " + GAN_HELP),
+    gan: str = typer.Option(DEFAULT_GAN, "--gan", help="The generator the head was trained on. " + GAN_HELP),
     layers: str = typer.Option(None, "--layers", help=LAYERS_HELP),
     z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
     out: Path = typer.Option(..., "--out", help="Run folder: model.safetensors (last), best.safetensors, log."),

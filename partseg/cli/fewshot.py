@@ -18,12 +18,13 @@ from partseg.cli.common import (
     load_gan,
     report_failed,
 )
+from partseg.gan.checkpoints import DEFAULT_GAN
 
 
 @app.command("train")
 def train_head(
     shots: Path = typer.Option(..., "--shots", help="Annotated generated samples (data-set layout + latents)."),
-    gan: str = typer.Option("builtin:faces64", "--gan", help="The generator the shots were sampled from. " + GAN_HELP),
+    gan: str = typer.Option(DEFAULT_GAN, "--gan", help="The generator the shots were sampled from. " + GAN_HELP),
     layers: str = typer.Option(None, "--layers", help="py: generators (required): submodules to read features "
                                "from, e.g. main.2,main.5 (names as in module.named_modules())."),
     z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
@@ -86,7 +87,7 @@ def predict(
     unet: Path = typer.Option(None, "--unet", help="Fast mode: a distilled UNet (.safetensors or run folder), an "
                               ".onnx file or a TensorRT engine."),
     head: Path = typer.Option(None, "--head", help="Inversion and head modes: a head file from `partseg train`."),
-    gan: str = typer.Option("builtin:faces64", "--gan", help="Inversion and head modes: the head's generator. "
+    gan: str = typer.Option(DEFAULT_GAN, "--gan", help="Inversion and head modes: the head's generator. "
                             + GAN_HELP),
     layers: str = typer.Option(None, "--layers", help=LAYERS_HELP),
     z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),

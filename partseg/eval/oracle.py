@@ -29,6 +29,7 @@ ORACLE_EVAL_SEED0 = 9_000_000  # held-out faces for scoring: seeds 9_000_000 .. 
 ORACLE_VAL_SEED0 = 8_000_000  # faces for choosing among checkpoints during training (never scored on)
 DEFAULT_ORACLE = Path(__file__).resolve().parents[1] / "weights" / "oracle_faces64.safetensors"
 ALIGNED_ORACLE = DEFAULT_ORACLE.with_name("oracle_faces128_aligned.safetensors")  # by benchmarks/oracle_aligned.py
+ORACLES = {"wild": DEFAULT_ORACLE, "aligned": ALIGNED_ORACLE}  # render mode -> the oracle trained on it
 
 
 def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
