@@ -3,12 +3,12 @@
     python3 benchmarks/oracle_aligned.py [--steps 6000 --batch 16 --n-train 20000] [--no-write]
 
 One stage (re-run the same command to resume): n-train aligned faces (seeds 2,000,000+) rendered once into
-runs/oracle128-aligned-cache.npz, left-right flips, cross-entropy + 0.5 soft Dice, AdamW with a cosine schedule
-from lr 2e-3, bf16 autocast where the CPU has bf16 units (2.6x faster per step here; batch 16 costs 2.6x less
-per image than 32); the step that scores best on 200 validation renders (seeds 8,000,000+) is kept. It is scored,
-averaging each image with its mirror image as `load_oracle` does, on 1000 held-out renders (seeds 9,000,000+)
-exactly and with one pixel of boundary tolerance. The weights go to ALIGNED_ORACLE and the figures to the
-"oracle-aligned" section of BENCHMARKS.md. Target (issue #14): mIoU >= 0.93.
+runs/oracle128-aligned-cache.npz, left-right flips, cross-entropy + 0.5 soft Dice, AdamW with a cosine schedule from
+lr 2e-3, bf16 autocast where the CPU has bf16 units (2.4x faster per step here; batch 16 costs 0.8x per image of
+batch 32: BENCHMARKS.md "seg-train-speed"); the step that scores best on 200 validation renders (seeds 8,000,000+)
+is kept. It is scored, averaging each image with its mirror image as `load_oracle` does, on 1000 held-out renders
+(seeds 9,000,000+) exactly and with one pixel of boundary tolerance. The weights go to ALIGNED_ORACLE and the
+figures to the "oracle-aligned" section of BENCHMARKS.md. Target (issue #14): mIoU >= 0.93.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ batch is the sum of the per-process batches; BatchNorm normalises with each proc
 (as plain DDP does) and its running statistics are averaged every step, so every replica holds the same
 parameters and buffers (checked at each checkpoint and logged as a `ddp_sync` event). Only rank 0 validates and
 writes files; every rank reads the checkpoint to resume, so the run folder must be one all processes see.
-On CUDA and on CPUs with bf16 units the forward pass runs under bfloat16 autocast (`amp`; 2-2.7x faster on an
-AVX512-BF16 EPYC); the loss and the weights stay float32.
+On CUDA and on CPUs with bf16 units the forward pass runs under bfloat16 autocast (`amp`; 1.9-2.5x faster on an
+AVX512-BF16 EPYC, BENCHMARKS.md "seg-train-speed"); the loss and the weights stay float32.
 """
 
 from __future__ import annotations
