@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -109,9 +110,13 @@ def test_concurrent_requests_are_batched(serve_server, serve_reference):
     images = sample_images()
     expected = serve_reference.predict(images)
     bodies = [png(im) for im in images]
+    # each wave's 32 requests leave together: without the barrier a quiet, fast machine can answer each request
+    # before the next one arrives, and then nothing is there to batch (seen once in CI)
+    wave = threading.Barrier(32, timeout=60)
 
     def one(i: int) -> tuple[int, np.ndarray]:
         k = i % len(images)
+        wave.wait()
         return k, mask_of(serve_server.post("/predict", files={"image": ("x.png", bodies[k], "image/png")}))
 
     with ThreadPoolExecutor(32) as pool:  # 4 waves of 32: past BentoML's 100-request client-pool refresh too
