@@ -30,7 +30,7 @@ from report import machine, utc_now, write_section  # noqa: E402
 
 from partseg.data.dataset import write_sample_set  # noqa: E402
 from partseg.data.faces import render_face  # noqa: E402
-from partseg.eval.oracle import ALIGNED_ORACLE, ORACLE_EVAL_SEED0, load_oracle, predict_labels, to_input  # noqa: E402
+from partseg.eval.oracle import ORACLE_EVAL_SEED0, ORACLES, load_oracle, predict_labels, to_input  # noqa: E402
 from partseg.gan import load_generator, save_generator  # noqa: E402
 from partseg.gan.checkpoints import BUILTIN_ANNOTATIONS, builtin_path  # noqa: E402
 from partseg.gan.sampling import sample  # noqa: E402
@@ -112,7 +112,7 @@ def main() -> None:
                    extra={"kimg": f"{kimg:.1f}", "train_config": json.dumps(tcfg), "data": f"{synth} (images only)"})
     G = load_generator(f"builtin:{name}")  # everything below uses exactly what ships
     assert builtin_path(name) == shipped, f"add {name!r} to BUILTINS in partseg/gan/checkpoints.py"
-    oracle = load_oracle(args.oracle or (ALIGNED_ORACLE if args.mode == "aligned" else None))
+    oracle = load_oracle(args.oracle or ORACLES[args.mode])
 
     # the default annotation set
     ann = sample(G, 10, seed=0, truncation=args.truncation)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from partseg.gan.discriminator import Discriminator
 from partseg.gan.stylegan2 import Generator, GeneratorConfig
-from partseg.gan.train import cpu_has_bf16
+from partseg.precision import cpu_has_bf16
 
 try:
     from report import machine, utc_now, write_section

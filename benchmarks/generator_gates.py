@@ -29,9 +29,8 @@ from report import machine, utc_now, write_section  # noqa: E402
 from partseg.data.faces import render_batch  # noqa: E402
 from partseg.eval.metrics import frechet_distance  # noqa: E402
 from partseg.eval.oracle import (  # noqa: E402
-    ALIGNED_ORACLE,
-    DEFAULT_ORACLE,
     ORACLE_EVAL_SEED0,
+    ORACLES,
     bottleneck_features,
     load_oracle,
     predict_labels,
@@ -80,7 +79,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     name = args.name or Path(args.gan.removeprefix("builtin:")).name
-    oracle = args.oracle or (ALIGNED_ORACLE if args.mode == "aligned" else DEFAULT_ORACLE)
+    oracle = args.oracle or ORACLES[args.mode]
     w = world(args.gan, oracle, args.mode, args.n)
     grid = ROOT / "docs" / f"{name}_gates_grid.png"
     if not args.no_write:
@@ -113,7 +112,7 @@ def main() -> None:
         f"sets of renders (noise floor) {w['fd_floor']:.2f}.",
     ]
     if args.compare:
-        c = world(args.compare, DEFAULT_ORACLE, "wild", args.n)
+        c = world(args.compare, ORACLES["wild"], "wild", args.n)
         lines.append(f"- For comparison, {args.compare} in its own world (wild {c['G'].resolution} px renders, "
                      f"the {c['G'].resolution} px oracle): Fréchet distance {c['fd']:.2f} (noise floor "
                      f"{c['fd_floor']:.2f}), mean max-softmax {c['gen']['confidence']:.3f} vs "

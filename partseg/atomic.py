@@ -32,10 +32,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
-    os.chmod(tmp, _FILE_MODE)
     try:
         yield tmp
-        os.chmod(tmp, _FILE_MODE)  # again: some writers (safetensors) replace the file with a 0o600 one
+        os.chmod(tmp, _FILE_MODE)  # after the writer: mkstemp's 0o600, or a writer's own (safetensors), is private
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from partseg.data.dataset import read_mask, synth_name, write_image, write_mask
-from partseg.data.faces import render_face
+from partseg.data.dataset import read_mask, write_synth_dataset
 from partseg.data.samples import save_samples
 from partseg.distill.autoshot import DistillConfig, distill
 from partseg.eval.evaluate import evaluate_and_write
@@ -84,13 +83,9 @@ def _overview(test: Path, preds: dict[str, Path], path: Path) -> None:
     save_png(Image.fromarray(grid).resize((grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST), path)
 
 
-def _render_test_set(root: Path, seeds: range, size: int, mode: str) -> list[Path]:
-    """Rendered faces with exact masks in the data-set layout; returns the image files."""
-    for sd in seeds:
-        im, mask = render_face(sd, size, mode)
-        write_image(root / "images" / f"{synth_name(sd)}.png", im)
-        write_mask(root / "masks" / f"{synth_name(sd)}.png", mask, FACES)
-    FACES.save(root / "labels.json")
+def _test_set(root: Path, n: int, size: int, mode: str) -> list[Path]:
+    """Rendered test faces with exact masks in the data-set layout; returns the image files."""
+    write_synth_dataset(root, n, size=size, seed=DEMO_TEST_SEED0, workers=1, progress=False, mode=mode)
     return sorted((root / "images").glob("*.png"))
 
 
@@ -165,10 +160,8 @@ def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: i
         exp = export_onnx(out / "unet" / "model.safetensors", out / "unet.onnx")
         print(f"[6/7] exported the UNet to ONNX -> {out / 'unet.onnx'}; parity with PyTorch: {exp.worst}")
 
-        name_mode = BUILTIN_MODES.get(name, "wild")
-        mode = test_mode or name_mode
-        seeds = range(DEMO_TEST_SEED0, DEMO_TEST_SEED0 + n_test)
-        files = _render_test_set(out / "test", seeds, G.resolution, mode)
+        mode = test_mode or BUILTIN_MODES.get(name, "wild")
+        files = _test_set(out / "test", n_test, G.resolution, mode)
         seg = Segmenter.load(out / "unet.onnx")
         predict_files_unet(files, seg, out / "pred_unet", progress=False)
         rep_unet = evaluate_and_write(out / "pred_unet", out / "test", FACES, out / "pred_unet")
@@ -183,7 +176,7 @@ def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: i
                   out / "overview.png")
         wild = ""
         if mode == "aligned":  # the UNet needs no GAN, so it should also cope with faces the GAN never drew
-            wild_files = _render_test_set(out / "test_wild", seeds, G.resolution, "wild")
+            wild_files = _test_set(out / "test_wild", n_test, G.resolution, "wild")
             predict_files_unet(wild_files, seg, out / "pred_unet_wild", progress=False)
             rep_wild = evaluate_and_write(out / "pred_unet_wild", out / "test_wild", FACES, out / "pred_unet_wild")
             summary["miou_unet_wild"] = rep_wild["miou"]

@@ -193,7 +193,7 @@ def test_precision_modes_train_finite_resume_exactly_and_are_logged(images, tmp_
 
 
 def test_amp_auto_follows_the_cpu_and_old_runs_still_load(images):
-    from partseg.gan.train import cpu_has_bf16, resolve_amp
+    from partseg.precision import cpu_has_bf16, resolve_amp
 
     assert resolve_amp("auto", torch.device("cpu")) == cpu_has_bf16()
     assert resolve_amp("auto", torch.device("cuda")) and not resolve_amp("off", torch.device("cuda"))

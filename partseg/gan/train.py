@@ -35,7 +35,7 @@ from partseg.gan.data import ImageFolder, infinite_batches
 from partseg.gan.discriminator import Discriminator
 from partseg.gan.stylegan2 import Generator, GeneratorConfig, channel_table
 from partseg.images import image_grid, save_png
-from partseg.precision import AMP_MODES, cpu_has_bf16, resolve_amp  # noqa: F401  (re-exported)
+from partseg.precision import AMP_MODES, resolve_amp
 from partseg.runs import StopOnSignal, clean_stale_tmp, load_checkpoint, read_log, refuse_other_settings, write_log
 
 CHECKPOINT = "checkpoint.pt"
