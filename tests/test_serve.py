@@ -106,7 +106,18 @@ def test_inversion_is_a_404_when_disabled(serve_server):
     assert r.status_code == 404 and "disabled" in r.json()["error"]
 
 
-def test_concurrent_requests_are_batched(serve_server, serve_reference):
+@pytest.fixture
+def fresh_server(serve_built):
+    """A server of its own: BentoML's batch dispatcher learns from the traffic it has seen, and after the other
+    tests' one-at-a-time requests it stopped waiting for batch mates (a whole module run failed this way)."""
+    tmp, home = serve_built
+    s = start(server_env(home, PARTSEG_MAX_BATCH_SIZE="16"), tmp / "server-batching.log")
+    yield s
+    stop(s)
+
+
+def test_concurrent_requests_are_batched(fresh_server, serve_reference):
+    serve_server = fresh_server
     images = sample_images()
     expected = serve_reference.predict(images)
     bodies = [png(im) for im in images]
