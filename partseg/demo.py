@@ -2,8 +2,9 @@
 
 Load the generator, sample images with their exact latents, show the pixel-wise representation (a PCA of the
 per-pixel features and an unsupervised k-means of them: if the GAN's features carry part information, the clusters
-already follow parts), train the paper's CNN head on the shipped 10-shot annotation set, distil it into a UNet on
-generated images (auto-shot), export that to ONNX, segment rendered test faces with it through the runtime, and,
+already follow parts), train a few-shot head with the default recipe (a per-pixel MLP: BENCHMARKS.md "few-shot
+recipes") on the shipped 10-shot annotation set, distil it into a UNet on generated images (auto-shot), export that
+to ONNX, segment rendered test faces with it through the runtime, and,
 for comparison, through GAN inversion + head; both scored against the faces' exact masks, side by side in
 `overview.png`. The test faces are rendered in the generator's world (aligned portraits for builtin:faces128);
 for an aligned generator the UNet is also scored on unaligned ("wild") renders, which its augmentation is for.
@@ -90,7 +91,7 @@ def _test_set(root: Path, n: int, size: int, mode: str) -> list[Path]:
 
 
 def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: int = 0,
-             device: str = "cpu", head_steps: int = 300, n_test: int = 8, inversion_steps: int = 100,
+             device: str = "cpu", head_steps: int = 0, n_test: int = 8, inversion_steps: int = 100,
              distill_steps: int = 300, distill_batch: int = 16, test_mode: str | None = None) -> dict:
     """Run every stage that exists on the built-in default; returns what it wrote and measured.
 
@@ -144,9 +145,9 @@ def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: i
               "stages 5-7 need the head and are skipped too")
     else:
         shots = load_shots(shots_dir)
-        head = train_head(G, shots, FewShotConfig(head="cnn", steps=head_steps, seed=seed))
+        head = train_head(G, shots, FewShotConfig(steps=head_steps, seed=seed))
         head.save(out / "head.safetensors")
-        print(f"[4/7] trained the paper's CNN head on the {len(shots.names)} default shots "
+        print(f"[4/7] trained a {head.ensemble.cfg.kind} head on the {len(shots.names)} default shots "
               f"({head.meta['train_seconds']} s) -> {out / 'head.safetensors'}")
 
         t = time.time()

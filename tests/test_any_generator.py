@@ -91,7 +91,7 @@ def test_user_dcgan_through_the_whole_cli(tmp_path, user_module) -> None:
     _masks_from_images(kit)
 
     _ok(["train", "--shots", str(kit), "--gan", SPEC, "--layers", LAYERS, "--head", "cnn", "--steps", "150",
-         "--out", str(head)])
+         "--class-weights", "none", "--out", str(head)])
     G = load_fewshot_gan(SPEC)
     h = FewShotHead.load(head, G)  # refuses another generator's head, so the fingerprint is the DCGAN's
     assert h.meta["layers"] == LAYERS.split(",") and h.meta["size"] == 16
@@ -102,7 +102,9 @@ def test_user_dcgan_through_the_whole_cli(tmp_path, user_module) -> None:
         pred = np.asarray(Image.open(preds / "labels" / m.name))
         assert pred.shape == (32, 32)
         agree.append((pred == np.asarray(Image.open(m))).mean())
-    assert np.mean(agree) > 0.8, agree  # the head learnt the shots (chance is 0.5)
+    # about 90 % of these masks' pixels are dark (ties at the median are dark), so this holds for a head that
+    # predicts the majority class: the test checks the CLI's plumbing with a user generator, not learning
+    assert np.mean(agree) > 0.8, agree
     assert json.loads((preds / "predictions.json").read_text())["mode"] == "head"
     from partseg.labeller.server import _Suggester
 

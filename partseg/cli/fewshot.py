@@ -28,9 +28,12 @@ def train_head(
     layers: str = typer.Option(None, "--layers", help="py: generators (required): submodules to read features "
                                "from, e.g. main.2,main.5 (names as in module.named_modules())."),
     z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
-    head: str = typer.Option("cnn", "--head", help="cnn (the paper's dilated CNN) | mlp (per-pixel MLP)."),
+    head: str = typer.Option("mlp", "--head", help="mlp (per-pixel MLP, the measured best: BENCHMARKS.md "
+                             "\"few-shot recipes\") | cnn (the paper's dilated CNN)."),
     out: Path = typer.Option(..., "--out", help="Head file to write (.safetensors)."),
-    steps: int = typer.Option(0, "--steps", help="Optimiser steps (0: 600 for cnn, 1000 for mlp)."),
+    steps: int = typer.Option(0, "--steps", help="Optimiser steps (0: 2000 for mlp, 600 for cnn)."),
+    class_weights: str = typer.Option("inverse", "--class-weights", help="Loss weight per class from its pixel "
+                                      "count in the shots: inverse | sqrt | none (small parts have few pixels)."),
     ensemble: int = typer.Option(1, "--ensemble", help="Train N heads from different seeds and average them."),
     size: int = typer.Option(0, "--size", help="Feature map size in pixels (0: the largest layer's, i.e. the "
                              "generator's resolution; the paper uses 512 for a 1024 px generator)."),
@@ -66,8 +69,11 @@ def train_head(
         typer.echo(f"resuming head training from {ckpt}")
     if size < 0:
         fail(f"--size must be >= 0 (0: the generator's resolution), got {size}")
-    cfg = FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed, size=size,
-                        layers=",".join(G.source(None).layers) if layers else "paper")
+    try:
+        cfg = FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed, size=size,
+                            class_weights=class_weights, layers=",".join(G.source(None).layers) if layers else "paper")
+    except ValueError as e:
+        fail(f"--class-weights: {e}")
     try:
         h = fit(G, sh, cfg, checkpoint=ckpt, ckpt_every=ckpt_every, memory=memory)
     except ValueError as e:

@@ -34,10 +34,12 @@ def shot_source(G: FewShotGAN, shots: Shots, cfg: FewShotConfig, i: int):
     return G.source(cfg.layers, noise_mode=shots.noise_mode, seeds=[shots.seeds[i]], noise=noise)
 
 
-def shot_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def shot_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of a map's logits (float32, whatever the autocast) with optional class weights."""
+    logits = logits.float()
     if logits.shape[-2:] != target.shape[-2:]:  # masks finer than the features: compare at the mask's size
         logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, target, ignore_index=IGNORE)
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE)
 
 
 def masks_at(masks: torch.Tensor, size: int) -> torch.Tensor:
@@ -52,6 +54,7 @@ class CachedShots:
 
     def __init__(self, G: FewShotGAN, shots: Shots, cfg: FewShotConfig, plan: TrainPlan, margin: int):
         self.plan, self.margin, self.kind, self.pixels = plan, margin, cfg.head, cfg.pixels_per_step
+        self.weight: torch.Tensor | None = None  # class weights of the loss, set by train_head
         self.cache = []
         for i in range(len(shots.names)):
             src = shot_source(G, shots, cfg, i)
@@ -96,7 +99,7 @@ class CachedShots:
         logits, y = logits[:, :, inner_r, inner_c], self.target(i, y0, x0)
         if bool((y == IGNORE).all()):  # nothing labelled in this square: a step without a gradient
             return logits.sum() * 0
-        return shot_loss(logits, y)
+        return shot_loss(logits, y, self.weight)
 
     def _pixel_loss(self, member: nn.Module, gen: torch.Generator) -> torch.Tensor:
         pick = self.valid[torch.randint(len(self.valid), (self.pixels,), generator=gen)]
@@ -107,4 +110,4 @@ class CachedShots:
         for s in shot.unique().tolist():
             sel = (shot == s).nonzero()[:, 0]
             feats[sel] = gather_pixels(self.cache[s], self.taps, 0, ys[sel], xs[sel])
-        return F.cross_entropy(member(feats), self.flat_m[pick])
+        return F.cross_entropy(member(feats).float(), self.flat_m[pick], weight=self.weight)

@@ -10,8 +10,8 @@ the GAN fingerprint, layers, feature size, resize mode, noise mode and labels.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -20,34 +20,41 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from partseg.atomic import atomic_torch_save
-from partseg.data.dataset import load_dataset, load_images, read_mask
 from partseg.features import feature_channels, pixel_features
 from partseg.fewshot.crops import CachedShots, masks_at, shot_loss, shot_source
 from partseg.fewshot.heads import Ensemble, HeadConfig
-from partseg.fewshot.invert import InversionConfig, invert
 from partseg.fewshot.memory import budget_bytes, head_margin, plan_prediction, plan_training
+from partseg.fewshot.shots import Shots, load_shots, shots_digest, shots_to_invert
 from partseg.fewshot.tiled import predict_bounded
 from partseg.gan.interface import FewShotGAN, GeneratorLike, as_fewshot_gan
 from partseg.labels import IGNORE, Labels
+from partseg.precision import AMP_MODES, resolve_amp
 from partseg.runs import clean_stale_tmp, load_checkpoint, refuse_other_settings
 from partseg.weights_io import read_safetensors, write_safetensors
 
 HEAD_FORMAT = "partseg.head"
 HEAD_TRAIN_FORMAT = "partseg.head.train"
+CLASS_WEIGHTS = ("none", "sqrt", "inverse")
+
+__all__ = ["FewShotConfig", "FewShotHead", "Shots", "as_uint8_labels", "channels_of", "class_weights", "load_shots",
+           "shot_features", "shots_to_invert", "train_head"]
 
 
 @dataclass
 class FewShotConfig:
-    head: str = "cnn"
-    steps: int = 0  # 0 -> 600 for cnn, 1000 for mlp
-    lr: float = 1e-3
+    """The head's recipe. Defaults are the best measured one (BENCHMARKS.md "few-shot recipes", issue #15)."""
+
+    head: str = "mlp"
+    steps: int = 0  # 0 -> 600 for cnn, 2000 for mlp
+    lr: float = 0.0  # peak of the one-cycle schedule; 0 -> 1e-3 for cnn, 3e-3 for mlp
     weight_decay: float = 1e-3
     ensemble: int = 1
-    pixels_per_step: int = 2048  # mlp
+    pixels_per_step: int = 4096  # mlp
+    class_weights: str = "inverse"  # none | sqrt | inverse frequency of each class in the shots (small parts count)
+    amp: str = "auto"  # bf16 autocast of the head's training forward where the CPU has bf16 units (precision.py)
     layers: str = "paper"
     size: int = 0  # feature map size; 0 -> the generator's resolution
     mode: str = "bilinear"
@@ -55,136 +62,39 @@ class FewShotConfig:
 
     def __post_init__(self) -> None:
         if not self.steps:
-            self.steps = 600 if self.head == "cnn" else 1000
+            self.steps = 600 if self.head == "cnn" else 2000
+        if not self.lr:
+            self.lr = 1e-3 if self.head == "cnn" else 3e-3
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
 
 
-@dataclass
-class Shots:
-    """Annotated samples: latents, masks, how to regenerate their features.
+def warmup_cosine(steps: int, warmup: float = 0.05, floor: float = 0.02):
+    """lr factor per step: linear warm-up over the first 5 % of the steps, then cosine down to `floor`."""
+    w = max(1, round(steps * warmup))
 
-    Generated samples carry their recorded latents (and noise via seed + noise mode); annotated real images get
-    latents and noise maps by GAN inversion (`noise[i]` then holds that shot's optimised noise)."""
+    def factor(step: int) -> float:
+        if step < w:
+            return (step + 1) / w
+        t = (step - w) / max(1, steps - w)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-    names: list[str]
-    ws: torch.Tensor  # [K, num_ws, w_dim]
-    seeds: list[int | None]
-    noise_mode: str
-    masks: torch.Tensor  # [K, H, W] long, 255 = ignore
-    labels: Labels
-    noise: list[list[torch.Tensor] | None] | None = None
-    real: list[bool] | None = None
+    return factor
 
 
-def _read_index(root: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """samples.json and its latents, checked: errors name the file, the field and what was expected."""
-    index_path = root / "samples.json"
-    if not index_path.exists():
-        return {"samples": []}, {}
-    try:
-        index = json.loads(index_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{index_path}: not valid JSON ({e})") from None
-    if not isinstance(index, dict) or not isinstance(index.get("samples"), list):
-        raise ValueError(f"{index_path}: field 'samples' is missing; expected a list of samples")
-    for i, s in enumerate(index["samples"]):
-        if not isinstance(s, dict) or not isinstance(s.get("file"), str):
-            raise ValueError(f"{index_path}: samples[{i}] has no 'file'; expected {{'file': NAME, 'seed': ..., "
-                             f"'index': ...}}")
-    if not index.get("latents"):
-        return index, {}
-    lat_path = root / index["latents"]
-    if not lat_path.is_file():
-        raise FileNotFoundError(f"{index_path}: field 'latents' names {lat_path}, which does not exist")
-    try:
-        lat = load_file(str(lat_path))
-    except Exception as e:  # noqa: BLE001 - safetensors' errors do not name the file
-        raise ValueError(f"{lat_path}: not a readable safetensors file ({e}); expected the latents written with "
-                         f"the samples (tensor 'ws' [N, num_ws, w_dim])") from None
-    ws = lat.get("ws")
-    if ws is None or ws.ndim < 2:
-        got = f"shape {list(ws.shape)}" if ws is not None else f"no such tensor (has {sorted(lat)})"
-        raise ValueError(f"{lat_path}: field 'ws' is {got}; expected a tensor [N, ...] of latents (StyleGAN2: "
-                         f"[N, num_ws, w_dim])")
-    return index, lat
-
-
-def _latent_row(s: dict, index_path: Path, lat: dict[str, torch.Tensor],
-                G: FewShotGAN | None) -> torch.Tensor:
-    """The recorded latent of generated sample `s`, with every way it can be wrong reported."""
-    if "ws" not in lat:
-        raise ValueError(f"{index_path}: sample {s['file']} has a latent 'index' but field 'latents' names no "
-                         f"file; expected 'latents': 'latents.safetensors'")
-    rows = lat["ws"].shape[0]
-    i = s.get("index")
-    if not isinstance(i, int) or not 0 <= i < rows:
-        raise ValueError(f"{index_path}: sample {s['file']} has 'index' {i!r}, but the latents file has {rows} rows "
-                         f"(field 'ws'); expected an index in 0..{rows - 1} (samples.json and latents.safetensors "
-                         f"from different exports?)")
-    if not isinstance(s.get("seed"), int):
-        raise ValueError(f"{index_path}: sample {s['file']} has 'seed' {s.get('seed')!r}; expected an integer "
-                         f"(its noise is regenerated from it)")
-    if G is not None:
-        G.check_latents(lat["ws"], f"{index_path}: field 'ws' of the latents")
-    return lat["ws"][i]
-
-
-def shots_to_invert(root: str | os.PathLike) -> int:
-    """How many annotated images of a shots folder have no recorded latent (and so need GAN inversion)."""
-    root = Path(root)
-    _, items = load_dataset(root)
-    index, _ = _read_index(root)
-    by_name = {Path(s["file"]).stem: s for s in index["samples"]}
-    return sum(_needs_inversion(by_name.get(name)) for name, _, _ in items)
-
-
-def _needs_inversion(s: dict | None) -> bool:
-    """A shot without a recorded latent: not in samples.json, recorded as real, or without a latent index."""
-    return s is None or bool(s.get("real")) or s.get("index") is None
-
-
-def load_shots(root: str | os.PathLike, G: GeneratorLike | None = None,
-               inversion: InversionConfig | None = None, progress: bool = False) -> Shots:
-    """A data-set folder of annotated samples. Generated ones need their latents (samples.json +
-    latents.safetensors); real ones (recorded as real, or a folder without samples.json) are inverted into G
-    (a generator without inversion refuses them)."""
-    root = Path(root)
-    G = as_fewshot_gan(G) if G is not None else None
-    labels, items = load_dataset(root)
-    index_path = root / "samples.json"
-    index, lat = _read_index(root)
-    by_name = {Path(s["file"]).stem: s for s in index["samples"]}
-    names, ws, seeds, masks, real, to_invert = [], [], [], [], [], []
-    for name, img_path, mask_path in items:
-        s = by_name.get(name)
-        if index_path.exists() and s is None:
-            raise ValueError(f"{img_path}: image is not listed in {index_path} (neither a generated sample with a "
-                             f"latent nor a real image)")
-        names.append(name)
-        masks.append(torch.from_numpy(read_mask(mask_path, labels, img_path)).long())
-        is_real = _needs_inversion(s)
-        real.append(is_real)
-        ws.append(None if is_real else _latent_row(s, index_path, lat, G))
-        seeds.append(None if is_real else int(s["seed"]))
-        if is_real:
-            to_invert.append(len(names) - 1)
-    if not names:
-        raise ValueError(f"{root}: no annotated images")
-    noise: list = [None] * len(names)
-    if to_invert:
-        if G is None:
-            raise ValueError(f"{root}: {len(to_invert)} annotated real images need GAN inversion; pass the generator")
-        try:
-            inverter = G.inversion_generator()
-        except ValueError as e:
-            raise type(e)(f"{root}: {len(to_invert)} annotated images have no recorded latent (real images?), "
-                          f"e.g. {items[to_invert[0]][1]}; {e}") from None
-        images = load_images([items[i][1] for i in to_invert], G.resolution)
-        inv = invert(inverter, images, inversion, progress=progress)
-        for j, i in enumerate(to_invert):
-            ws[i] = inv.ws[j].cpu()
-            noise[i] = [t[j:j + 1].cpu() for t in inv.noise]
-    return Shots(names, torch.stack(ws), seeds, index.get("noise_mode") or "const", torch.stack(masks), labels,
-                 noise if to_invert else None, real)
+def class_weights(masks: torch.Tensor, num_classes: int, kind: str) -> torch.Tensor | None:
+    """Loss weights from the shots' labelled pixels: inverse frequency (or its square root), mean 1 over the classes
+    present; a class absent from the shots gets weight 0 rather than an infinite one. None for 'none'."""
+    if kind == "none":
+        return None
+    count = torch.bincount(masks[masks != IGNORE].flatten(), minlength=num_classes)[:num_classes].double()
+    w = torch.where(count > 0, count.sum() / count.clamp_min(1), torch.zeros_like(count))
+    if kind == "sqrt":
+        w = w.sqrt()
+    present = count > 0
+    return (w / w[present].mean()).float() if bool(present.any()) else None
 
 
 def shot_features(G: GeneratorLike, shots: Shots, cfg: FewShotConfig,
@@ -205,6 +115,7 @@ class _WholeMaps:
     def __init__(self, G: FewShotGAN, shots: Shots, cfg: FewShotConfig):
         self.feats, self.layers = shot_features(G, shots, cfg)
         self.kind, self.pixels, self.masks = cfg.head, cfg.pixels_per_step, shots.masks
+        self.weight: torch.Tensor | None = None  # class weights of the loss, set by train_head
         self.size, self.channels = self.feats.shape[-1], self.feats.shape[1]
         self.flat_m = masks_at(shots.masks, self.size).reshape(-1)
         self.valid = (self.flat_m != IGNORE).nonzero()[:, 0]
@@ -219,17 +130,9 @@ class _WholeMaps:
             x, y = self.feats[i:i + 1], self.masks[i:i + 1]
             if torch.rand((), generator=gen) < 0.5:  # mirrored features and labels: a free second view
                 x, y = x.flip(-1), y.flip(-1)
-            return shot_loss(member(x), y)
+            return shot_loss(member(x), y, self.weight)
         pick = self.valid[torch.randint(len(self.valid), (self.pixels,), generator=gen)]
-        return F.cross_entropy(member(self.flat_f[pick]), self.flat_m[pick])
-
-
-def shots_digest(shots: Shots) -> str:
-    """A short hash of what the head learns from (latents, noise, masks, labels): a resumed run must see the same."""
-    h = hashlib.sha256(json.dumps([shots.names, shots.seeds, shots.noise_mode, shots.labels.to_json()]).encode())
-    for t in [shots.ws, shots.masks, *(n for ns in (shots.noise or []) if ns for n in ns)]:
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+        return F.cross_entropy(member(self.flat_f[pick]).float(), self.flat_m[pick], weight=self.weight)
 
 
 def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: bool = True,
@@ -247,6 +150,8 @@ def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: boo
     G = as_fewshot_gan(G)
     plan, margin = _train_plan(G, shots, cfg, memory)
     data = _WholeMaps(G, shots, cfg) if plan.full else CachedShots(G, shots, cfg, plan, margin)
+    data.weight = class_weights(shots.masks, len(shots.labels), cfg.class_weights)
+    use_amp = resolve_amp(cfg.amp, torch.device("cpu"))  # heads train on the CPU (crops.CachedShots)
     size, layers = data.size, data.layers
     hcfg = HeadConfig(kind=cfg.head, in_channels=data.channels, num_classes=len(shots.labels))
     torch.manual_seed(cfg.seed)
@@ -274,7 +179,7 @@ def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: boo
         torch.manual_seed(cfg.seed * 1000 + m_i)
         member.train()
         opt = torch.optim.Adam(member.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps))
         first = 0
         if ckpt and m_i == start_member and ckpt["opt"] is not None:
             opt.load_state_dict(ckpt["opt"])
@@ -282,7 +187,8 @@ def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: boo
             torch.set_rng_state(ckpt["rng"])
             first = start_step
         for step in range(first, cfg.steps):
-            loss = data.loss(member, gen)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_amp):
+                loss = data.loss(member, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -298,7 +204,7 @@ def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: boo
     bar.close()
     meta = {"gan_fingerprint": G.fingerprint(), "layers": layers, "size": size, "mode": cfg.mode,
             "noise_mode": shots.noise_mode, "train_config": asdict(cfg), "shots": shots.names,
-            "train_seconds": round(time.time() - t0, 1)}
+            "train_seconds": round(time.time() - t0, 1), "precision": "bf16" if use_amp else "fp32"}
     if not plan.full:
         meta["memory_plan"] = plan.describe()
     return FewShotHead(ens.eval(), shots.labels, meta)

@@ -1,0 +1,48 @@
+"""The few-shot recipe's parts (issue #15): class weights, the learning-rate schedule, the config's checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from partseg.fewshot.learner import FewShotConfig, class_weights, warmup_cosine
+from partseg.labels import IGNORE
+
+
+def test_inverse_weights_favour_rare_classes_and_skip_absent_ones():
+    masks = torch.zeros(2, 10, 10, dtype=torch.long)
+    masks[:, :1, :2] = 1  # 4 pixels of class 1 against 196 of class 0
+    masks[0, 9, 9] = IGNORE  # ignored pixels count for nothing
+    w = class_weights(masks, 3, "inverse")
+    assert w.shape == (3,) and w[2] == 0  # class 2 is absent: weight 0, not infinite
+    assert w[1] / w[0] == pytest.approx(195 / 4)
+    assert w[:2].mean() == pytest.approx(1.0)
+    s = class_weights(masks, 3, "sqrt")
+    assert s[1] / s[0] == pytest.approx(math.sqrt(195 / 4))
+    assert class_weights(masks, 3, "none") is None
+
+
+def test_weights_of_an_unlabelled_set_are_none():
+    assert class_weights(torch.full((1, 4, 4), IGNORE), 3, "inverse") is None
+
+
+def test_warmup_cosine_rises_then_falls_to_its_floor():
+    f = warmup_cosine(100, warmup=0.05, floor=0.02)
+    lrs = [f(s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.2) and lrs[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
+    assert lrs[-1] == pytest.approx(0.02, abs=1e-3)
+    assert warmup_cosine(1)(0) == pytest.approx(1.0)  # a one-step run still takes a full-size step
+
+
+def test_config_defaults_and_checks():
+    cfg = FewShotConfig()
+    assert (cfg.head, cfg.steps, cfg.lr, cfg.class_weights) == ("mlp", 2000, 3e-3, "inverse")
+    cnn = FewShotConfig(head="cnn")
+    assert (cnn.steps, cnn.lr) == (600, 1e-3)
+    with pytest.raises(ValueError, match="class_weights"):
+        FewShotConfig(class_weights="focal")
+    with pytest.raises(ValueError, match="amp"):
+        FewShotConfig(amp="fp16")
