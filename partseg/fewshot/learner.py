@@ -49,7 +49,7 @@ class FewShotConfig:
 
     head: str = "mlp"
     steps: int = 0  # 0 -> 600 for cnn, 2000 for mlp
-    lr: float = 0.0  # peak of the one-cycle schedule; 0 -> 1e-3 for cnn, 3e-3 for mlp
+    lr: float = 0.0  # peak of the warm-up + cosine schedule; 0 -> 1e-3 for cnn, 3e-3 for mlp
     weight_decay: float = 1e-3
     ensemble: int = 1
     pixels_per_step: int = 2048  # mlp: as good as 4096 at half the time (BENCHMARKS.md)
