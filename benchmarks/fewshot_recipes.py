@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from label_efficiency import oracle_shots  # noqa: E402
 from report import machine, utc_now, write_section  # noqa: E402
 
 from partseg.atomic import atomic_write_text  # noqa: E402
@@ -71,16 +72,6 @@ def score(G, head, ws: torch.Tensor, truth: torch.Tensor) -> tuple[float, list[f
         acc.add(logp.argmax(1), truth[i:i + 8])
     s = acc.scores()
     return s.miou, s.iou.tolist()
-
-
-def subset(shots: Shots, k: int) -> Shots:
-    return Shots(shots.names[:k], shots.ws[:k], shots.seeds[:k], shots.noise_mode, shots.masks[:k], shots.labels)
-
-
-def oracle_shots(G, oracle, n: int, seed: int, truncation: float) -> Shots:
-    s = sample(G, n, seed=seed, truncation=truncation)
-    labels, _ = predict_labels(oracle, s.images)
-    return Shots([f"seed{x}" for x in s.seeds], s.ws, s.seeds, s.noise_mode, labels, FACES)
 
 
 def style_mix_agreement(G, oracle, shots: Shots, cut: int, views: int = 3) -> float:
@@ -133,7 +124,7 @@ def main() -> None:
               + " ".join(f"{n}:{v:.2f}" for n, v in zip(FACES.names, iou, strict=True)), flush=True)
 
     for name, k, overrides in RECIPES:
-        run(name, subset(shots, k), overrides)
+        run(name, shots.subset(list(range(k))), overrides)
     run("ceiling: 2000 steps of 4096 pixels on 60 oracle-labelled samples (truncation 0.7)",
         oracle_shots(G, oracle, 60, CEILING_SEED, 0.7), dict(pixels_per_step=4096))
     mix = {cut: style_mix_agreement(G, oracle, shots, cut) for cut in (6, 8, 10)}

@@ -130,8 +130,9 @@ def run_supervised(n: int, seed: int, steps: int, tests: dict, val: tuple) -> di
             **{name: unet_scores(model, test) for name, test in tests.items() if name != "generated"}}
 
 
-def oracle_shots(G, oracle, k: int, seed: int) -> Shots:
-    s = sample(G, k, seed=SHOT_SEED0 + 1000 * seed, truncation=0.7)
+def oracle_shots(G, oracle, k: int, seed0: int, truncation: float = 0.7) -> Shots:
+    """k generated samples (seeds seed0..) labelled by the oracle, standing in for a person's annotations."""
+    s = sample(G, k, seed=seed0, truncation=truncation)
     labels, _ = predict_labels(oracle, s.images)
     return Shots([f"seed{x}" for x in s.seeds], s.ws, s.seeds, s.noise_mode, labels, FACES)
 
@@ -168,8 +169,8 @@ def run_fewshot_side(args, tests: dict, record) -> None:
             path = FEWSHOT / "heads" / f"{k}_{seed}.safetensors"
 
             def fit(k=k, seed=seed, path=path):
-                head = train_head(G, oracle_shots(G, oracle, k, seed), FewShotConfig(seed=seed, steps=args.head_steps),
-                                  progress=False)
+                shots = oracle_shots(G, oracle, k, SHOT_SEED0 + 1000 * seed)
+                head = train_head(G, shots, FewShotConfig(seed=seed, steps=args.head_steps), progress=False)
                 head.save(path)
                 return head_scores(G, head, tests["generated"], inv, tests["aligned"])
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from report import machine, utc_now, write_section  # noqa: E402
 
-from partseg.fewshot.learner import FewShotConfig, Shots, load_shots, train_head  # noqa: E402
+from partseg.fewshot.learner import FewShotConfig, load_shots, train_head  # noqa: E402
 from partseg.gan import load_generator  # noqa: E402
 from partseg.gan.checkpoints import builtin_annotations  # noqa: E402
 
@@ -63,11 +63,6 @@ def effort(start: np.ndarray, target: np.ndarray, min_size: int) -> tuple[float,
     return float(wrong.mean()), strokes
 
 
-def subset(shots: Shots, idx: list[int]) -> Shots:
-    return Shots([shots.names[i] for i in idx], shots.ws[idx], [shots.seeds[i] for i in idx], shots.noise_mode,
-                 shots.masks[idx], shots.labels)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--after", type=int, nargs="+", default=[1, 2, 3, 5], help="suggest after k shots are done")
@@ -87,7 +82,7 @@ def main() -> None:
     rows = [("from scratch (no suggest)", n, statistics.mean(p for p, _ in scratch),
              statistics.mean(s for _, s in scratch))]
     for k in args.after:
-        head = train_head(G, subset(shots, list(range(k))), FewShotConfig(head="cnn", steps=args.head_steps, seed=0),
+        head = train_head(G, shots.subset(list(range(k))), FewShotConfig(head="cnn", steps=args.head_steps, seed=0),
                           progress=False)
         with torch.no_grad():
             _, logp = head.predict_ws(G, shots.ws[k:], noise_mode=shots.noise_mode)

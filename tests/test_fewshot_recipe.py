@@ -46,3 +46,16 @@ def test_config_defaults_and_checks():
         FewShotConfig(class_weights="focal")
     with pytest.raises(ValueError, match="amp"):
         FewShotConfig(amp="fp16")
+
+
+def test_shots_subset_keeps_each_shot_whole():
+    from partseg.fewshot.shots import Shots
+    from partseg.labels import FACES
+
+    ws, masks = torch.arange(3.0)[:, None, None].expand(3, 2, 4), torch.arange(3)[:, None, None].expand(3, 4, 4)
+    shots = Shots(["a", "b", "c"], ws, [1, 2, 3], "const", masks, FACES, [None, [torch.ones(1)], None],
+                  [False, True, False])
+    sub = shots.subset([2, 1])
+    assert sub.names == ["c", "b"] and sub.seeds == [3, 2] and sub.real == [False, True]
+    assert sub.ws[:, 0, 0].tolist() == [2.0, 1.0] and sub.masks[:, 0, 0].tolist() == [2, 1]
+    assert sub.noise[0] is None and torch.equal(sub.noise[1][0], torch.ones(1))

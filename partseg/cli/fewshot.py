@@ -28,12 +28,13 @@ def train_head(
     layers: str = typer.Option(None, "--layers", help="py: generators (required): submodules to read features "
                                "from, e.g. main.2,main.5 (names as in module.named_modules())."),
     z_dim: int = typer.Option(None, "--z-dim", help=Z_DIM_HELP),
-    head: str = typer.Option("mlp", "--head", help="mlp (per-pixel MLP, the measured best: BENCHMARKS.md "
+    head: str = typer.Option(None, "--head", help="mlp (per-pixel MLP, the default: the measured best, BENCHMARKS.md "
                              "\"few-shot recipes\") | cnn (the paper's dilated CNN)."),
     out: Path = typer.Option(..., "--out", help="Head file to write (.safetensors)."),
     steps: int = typer.Option(0, "--steps", help="Optimiser steps (0: 2000 for mlp, 600 for cnn)."),
-    class_weights: str = typer.Option("inverse", "--class-weights", help="Loss weight per class from its pixel "
-                                      "count in the shots: inverse | sqrt | none (small parts have few pixels)."),
+    class_weights: str = typer.Option(None, "--class-weights", help="Loss weight per class from its pixel "
+                                      "count in the shots: inverse (default) | sqrt | none (small parts have few "
+                                      "pixels)."),
     ensemble: int = typer.Option(1, "--ensemble", help="Train N heads from different seeds and average them."),
     size: int = typer.Option(0, "--size", help="Feature map size in pixels (0: the largest layer's, i.e. the "
                              "generator's resolution; the paper uses 512 for a 1024 px generator)."),
@@ -70,8 +71,9 @@ def train_head(
     if size < 0:
         fail(f"--size must be >= 0 (0: the generator's resolution), got {size}")
     try:
-        cfg = FewShotConfig(head=head, steps=steps, ensemble=ensemble, seed=seed, size=size,
-                            class_weights=class_weights, layers=",".join(G.source(None).layers) if layers else "paper")
+        given = {k: v for k, v in (("head", head), ("class_weights", class_weights)) if v is not None}
+        cfg = FewShotConfig(steps=steps, ensemble=ensemble, seed=seed, size=size, **given,
+                            layers=",".join(G.source(None).layers) if layers else "paper")
     except ValueError as e:
         fail(f"--class-weights: {e}")
     try:
@@ -83,7 +85,7 @@ def train_head(
     h.meta["gan_source"] = gan
     h.save(out)
     ckpt.unlink(missing_ok=True)
-    typer.echo(f"trained a {head} head on {len(sh.names)} shots in {h.meta['train_seconds']} s -> {out}")
+    typer.echo(f"trained a {cfg.head} head on {len(sh.names)} shots in {h.meta['train_seconds']} s -> {out}")
 
 
 @app.command("predict")

@@ -38,6 +38,12 @@ class Shots:
     noise: list[list[torch.Tensor] | None] | None = None
     real: list[bool] | None = None
 
+    def subset(self, idx: list[int]) -> Shots:
+        """The shots at positions idx (e.g. the first k of an annotation set), with their noise and provenance."""
+        pick = [self.noise[i] for i in idx] if self.noise is not None else None
+        return Shots([self.names[i] for i in idx], self.ws[idx], [self.seeds[i] for i in idx], self.noise_mode,
+                     self.masks[idx], self.labels, pick, [self.real[i] for i in idx] if self.real is not None else None)
+
 
 def _read_index(root: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """samples.json and its latents, checked: errors name the file, the field and what was expected."""
