@@ -92,7 +92,8 @@ def _test_set(root: Path, n: int, size: int, mode: str) -> list[Path]:
 
 def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: int = 0,
              device: str = "cpu", head_steps: int = 0, n_test: int = 8, inversion_steps: int = 100,
-             distill_steps: int = 300, distill_batch: int = 16, test_mode: str | None = None) -> dict:
+             distill_steps: int = 480, distill_batch: int = 16, distill_pool: int = 192,
+             test_mode: str | None = None) -> dict:
     """Run every stage that exists on the built-in default; returns what it wrote and measured.
 
     test_mode: how the test faces are rendered ("aligned" or "wild"); default: the built-in generator's world
@@ -151,9 +152,12 @@ def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: i
               f"({head.meta['train_seconds']} s) -> {out / 'head.safetensors'}")
 
         t = time.time()
-        distill(G, head, DistillConfig(steps=distill_steps, batch=distill_batch, seed=seed, val_every=0), out / "unet")
+        distill(G, head, DistillConfig(steps=distill_steps, batch=distill_batch, pool=distill_pool, seed=seed,
+                                       val_every=0), out / "unet")
         summary["distill_seconds"] = round(time.time() - t, 1)
-        print(f"[5/7] auto-shot: distilled the head into a UNet on {distill_steps * distill_batch} generated images "
+        pairs = min(distill_pool, distill_steps * distill_batch) if distill_pool else distill_steps * distill_batch
+        print(f"[5/7] auto-shot: distilled the head into a UNet, {distill_steps} steps of {distill_batch} augmented "
+              f"pairs drawn from {pairs} generated images "
               f"({summary['distill_seconds']} s) -> {out / 'unet' / 'model.safetensors'}")
 
         from partseg.runtime.onnx_export import export_onnx

@@ -107,6 +107,34 @@ def test_pair_cache_replays_the_generated_stream(tiny_G, tmp_path, monkeypatch):
         assert torch.equal(ya, yp) and (xa - xp).abs().max() <= 2 / 127.5
 
 
+def test_pool_reuses_its_first_pairs_and_resumes_into_the_same_stream(tiny_G, tmp_path, monkeypatch):
+    head = _head(tiny_G, tmp_path)
+    cfg = DistillConfig(batch=3, confidence=0.0, augment=False, pool=5)  # 5 pairs: steps 0 and 1 (3 + 3)
+    fresh = _take(pair_stream(tiny_G, head, replace(cfg, pool=0))(0), 2)
+    pooled = _take(pair_stream(tiny_G, head, cfg)(0), 8)
+    for (xf, yf), (xp, yp) in zip(fresh, pooled[:2], strict=True):  # inside the pool: the usual pairs
+        assert torch.equal(xf, xp) and torch.equal(yf, yp)
+    kept = torch.cat([x for x, _ in pooled[:2]])
+    later = torch.cat([x for x, _ in pooled[2:]])
+    # every later image is one of the 6 kept ones, and the draws use more than one of them
+    match = (later[:, None] == kept[None]).flatten(2).all(2)
+    assert match.any(1).all() and match.any(0).sum() > 1
+    for x, y in pooled[2:]:  # labels travel with their images
+        for xi, yi in zip(x, y, strict=True):
+            j = int((kept == xi).flatten(1).all(1).nonzero()[0])
+            assert torch.equal(yi, torch.cat([y for _, y in pooled[:2]])[j])
+
+    calls = []
+    real = distill_module.make_pairs
+    monkeypatch.setattr(distill_module, "make_pairs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed = _take(pair_stream(tiny_G, head, cfg)(5), 3)  # a resumed run renders the pool again, then continues
+    assert len(calls) == 2
+    for (xa, ya), (xb, yb) in zip(resumed, pooled[5:], strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    with pytest.raises(ValueError, match="pool must be >= 0"):
+        DistillConfig(pool=-1)
+
+
 def test_pair_cache_refuses_other_settings_and_other_folders(tiny_G, tmp_path):
     head = _head(tiny_G, tmp_path)
     cfg = DistillConfig(batch=2)

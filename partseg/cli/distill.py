@@ -34,6 +34,9 @@ def distill(
                                     "(built-in domain only; 0: no validation)."),
     cache: Path = typer.Option(None, "--cache", help="Folder to keep the generated pairs in (data-set layout, "
                                "images as 8-bit PNG); a re-run with it reads them instead of rendering."),
+    pool: int = typer.Option(0, "--pool", help="Render this many pairs (per process) once and draw every later "
+                             "batch from them, freshly augmented: faster on a CPU, fewer distinct images; 0: fresh "
+                             "pairs every step."),
     ckpt_every: int = typer.Option(0, "--ckpt-every", help="Steps between checkpoints (a re-run resumes from the "
                                    "last one); 0: min(100, steps / 10)."),
     memory: str = typer.Option("auto", "--memory", help="Labelling pairs with the head: " + MEMORY_HELP),
@@ -68,7 +71,8 @@ def distill(
         def validate(model):  # the renders are CPU tensors: score a CPU copy of the model
             return evaluate_on_renders(copy.deepcopy(model).cpu(), n=val_renders, size=G.resolution).miou
 
-    cfg = DistillConfig(steps=steps, batch=batch, confidence=confidence, seed=seed, ckpt_every=ckpt_every)
+    cfg = DistillConfig(steps=steps, batch=batch, confidence=confidence, seed=seed, pool=pool,
+                        ckpt_every=ckpt_every)
     _, res = run_distill(G, h, cfg, out, validate=validate, cache=cache)
     if res["rank"] != 0:
         return

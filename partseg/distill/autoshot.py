@@ -6,6 +6,11 @@ would have. Pixels where the head is unsure (max softmax below `confidence`) are
 not in the paper; `benchmarks/label_efficiency.py` reports its effect. The paper's augmentation (flip, scale
 0.5-2, rotation +-10 deg, translation up to 50%) plus colour jitter is applied to image and labels together.
 
+Pool (`pool=P`): rendering a pair (generator, features, head) costs more than a UNet step on it at 128 px on a
+CPU, so with a pool the first ceil(P / n) steps render pairs as usual and keep them, and every later step draws
+its n pairs from those P at random, each with fresh augmentation. Fewer distinct images; the demo uses it to fit
+its time budget (BENCHMARKS.md "Auto-shot pair pool" measures what it costs in mIoU).
+
 Several processes (`torchrun --nproc_per_node N -m partseg.cli distill ...`): `batch` is the global batch; each
 of the N processes generates batch / N pairs per step from its own seed stream (rank r, step s), gradients are
 averaged, and rank 0 alone validates and writes the run folder. The pairs depend on N, so a run resumed on
@@ -54,11 +59,13 @@ class DistillConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     confidence: float = 0.5  # ignore pixels whose head max-softmax is below this (0 disables)
+    dice_weight: float = 0.0  # adds this times a soft Dice loss (partseg.distill.trainer), for the small parts
     truncation: float = 1.0
     noise_mode: str = "const"
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     augment: bool = True
     seed: int = 0
+    pool: int = 0  # 0: fresh pairs every step (the paper); P: the first P pairs per process, reused from then on
     val_every: int = 250
     ckpt_every: int = 0  # steps between checkpoints (a killed run loses at most this many); 0: min(100, steps/10)
 
@@ -71,6 +78,8 @@ class DistillConfig:
         for name in ("steps", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.pool < 0:
+            raise ValueError(f"pool must be >= 0 (0: fresh pairs every step), got {self.pool}")
         if self.ckpt_every < 0:
             raise ValueError(f"ckpt_every must be >= 1 (or 0: automatic), got {self.ckpt_every}")
 
@@ -188,20 +197,44 @@ def pair_stream(G: GeneratorLike, head: FewShotHead, cfg: DistillConfig, rank: i
     aug = AugmentConfig()
     store = PairCache(cache, G, head, cfg, n) if cache is not None else None
 
+    pool_steps = -(-cfg.pool // n) if cfg.pool else 0  # the pool: the pairs of steps 0 .. pool_steps - 1
+    pool: list[tuple[torch.Tensor, torch.Tensor]] = []
+    stacked: list[torch.Tensor] = []
+
+    def render(step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if store is None:
+            return make_pairs(G, head, n, gen, cfg.confidence, cfg.truncation, cfg.noise_mode)
+        z = G.random_z(n, gen)  # drawn even when cached: augmentation continues `gen`
+        got = store.read(rank, step)
+        if got is None:
+            x, y = _label_latents(G, head, z, cfg.confidence, cfg.truncation, cfg.noise_mode)
+            got = quantise(x), y
+            store.write(rank, step, *got)
+        return dequantise(got[0]), got[1]
+
+    def seeded(step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + step)
+
+    def pooled(step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps inside the pool render (and keep) their pairs; later steps draw n of the kept pairs."""
+        while len(pool) < min(step, pool_steps):  # a resumed run renders the pool it skipped
+            pool.append(render(len(pool), seeded(len(pool))))
+        if step < pool_steps:
+            if step == len(pool):
+                pool.append(render(step, gen))
+            else:
+                G.random_z(n, gen)  # what rendering would have drawn, so the augmentation below is the same
+            return pool[step]
+        if not stacked:
+            stacked.extend((torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])))
+        pick = torch.randint(len(stacked[0]), (n,), generator=gen)
+        return stacked[0][pick], stacked[1][pick]
+
     def make(start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         step = start
         while True:
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank * 7919 + step)
-            if store is None:
-                x, y = make_pairs(G, head, n, gen, cfg.confidence, cfg.truncation, cfg.noise_mode)
-            else:
-                z = G.random_z(n, gen)  # drawn even when cached: augmentation continues `gen`
-                got = store.read(rank, step)
-                if got is None:
-                    x, y = _label_latents(G, head, z, cfg.confidence, cfg.truncation, cfg.noise_mode)
-                    got = quantise(x), y
-                    store.write(rank, step, *got)
-                x, y = dequantise(got[0]), got[1]
+            gen = seeded(step)
+            x, y = pooled(step, gen) if pool_steps else render(step, gen)
             if cfg.augment:
                 x, y = augment_pair(x, y, aug, gen)
             if bool((y == IGNORE).all()):
@@ -236,7 +269,8 @@ def distill(G: GeneratorLike, head: FewShotHead, cfg: DistillConfig, out: str | 
     torch.manual_seed(cfg.seed)
     model = UNet(UNetConfig(num_classes=len(head.labels), channels=cfg.channels))
     scfg = SegTrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=min(100, cfg.steps // 10),
-                          ckpt_every=cfg.checkpoint_interval, log_every=25, seed=cfg.seed)
+                          ckpt_every=cfg.checkpoint_interval, log_every=25, seed=cfg.seed,
+                          dice_weight=cfg.dice_weight)
     meta = {"distill_config": str(asdict(cfg)), "gan_fingerprint": head.meta["gan_fingerprint"],
             "input": "RGB in [-1, 1] (x / 127.5 - 1), any height and width", "train_resolution": str(G.resolution),
             "processes": str(dd.world)}

@@ -29,10 +29,9 @@ BUILTINS: dict[str, str] = {"faces64": "faces64.safetensors", "faces128": "faces
 BUILTIN_ANNOTATIONS: dict[str, str] = {"faces64": "faces64_annotations", "faces128": "faces128_annotations"}
 # name -> the render mode of the faces it was trained on (`partseg.data.faces.MODES`): what to test it on
 BUILTIN_MODES: dict[str, str] = {"faces64": "wild", "faces128": "aligned"}
-# The generator every command uses unless told otherwise. builtin:faces128 (issue #14) ships but is not the
-# default yet: its demo takes 15 min on 2 cores (target 4) and the 300-step head learns no small part on it
-# (docs/faces128.md); the defaults move once the learner (#15) and the pair cost are fixed.
-DEFAULT_GAN = "builtin:faces64"
+# The generator every command uses unless told otherwise: the aligned 128 px portraits of issue #14
+# (docs/faces128.md). builtin:faces64, the first edition (wild 64 px renders), stays loadable.
+DEFAULT_GAN = "builtin:faces128"
 
 
 def builtin_annotations(name: str) -> Path:
