@@ -221,7 +221,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
                 break
     if dd.on:
         dist.barrier()  # every process returns once rank 0's files are written (a resume may follow)
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()  # back to the usual layout: as a reloaded model computes
     return {"run": str(run), "rank": dd.rank, "world": dd.world, "step": step, "start_step": start,
             "stopped_early": step < cfg.steps, "best": best if validate is not None and is_main else None}
 
