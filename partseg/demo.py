@@ -155,7 +155,8 @@ def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: i
         distill(G, head, DistillConfig(steps=distill_steps, batch=distill_batch, pool=distill_pool, seed=seed,
                                        val_every=0), out / "unet")
         summary["distill_seconds"] = round(time.time() - t, 1)
-        pairs = min(distill_pool, distill_steps * distill_batch) if distill_pool else distill_steps * distill_batch
+        pooled = -(-distill_pool // distill_batch) * distill_batch  # the pool is whole steps' pairs
+        pairs = min(pooled, distill_steps * distill_batch) if distill_pool else distill_steps * distill_batch
         print(f"[5/7] auto-shot: distilled the head into a UNet, {distill_steps} steps of {distill_batch} augmented "
               f"pairs drawn from {pairs} generated images "
               f"({summary['distill_seconds']} s) -> {out / 'unet' / 'model.safetensors'}")
