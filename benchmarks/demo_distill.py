@@ -30,7 +30,7 @@ from partseg.gan.checkpoints import builtin_annotations  # noqa: E402
 WORK = ROOT / "runs" / "demo_distill"
 VARIANTS = {
     "base": {}, "lr5e-3": {"lr": 5e-3}, "dice1": {"dice_weight": 1.0}, "lr5e-3_dice1": {"lr": 5e-3, "dice_weight": 1.0},
-    "steps480": {"steps": 480, "pool": 192}, "steps600": {"steps": 600}, "b8s600": {"batch": 8, "steps": 600},
+    "steps600": {"steps": 600}, "b8s600": {"batch": 8, "steps": 600},
 }
 
 
