@@ -10,10 +10,12 @@ World: `builtin:faces128` and its aligned renders. Three test sets, each reporte
   (c) unaligned "wild" renders at 128 px with exact masks: the auto-shot UNet against the supervised UNets.
 Few-shot: k = 1, 5, 10 generated samples (truncation 0.7, like the default annotation set) labelled by the oracle
 (standing in for a person), the default head recipe (`FewShotConfig()`), 3 seeds (other shots). Auto-shot: the UNet
-distilled from the 10-shot head of seed 0. Supervised: a UNet ([16, 32, 64, 128], the distillation's network and
-augmentation) on N aligned renders with exact masks, N = 1 .. 2000, 3 seeds (other images); steps grow with N
+distilled from the 10-shot head of seed 0 (3000 steps; 2048 pairs rendered once, then re-augmented). Supervised: a
+UNet ([16, 32, 64, 128], the distillation's network and augmentation) on N aligned renders with exact masks,
+N = 1 .. 2000, 3 seeds (other images); steps grow with N
 (`sup_steps`), the checkpoint with the best mIoU on 50 validation renders is kept, and for N = 10 and 200 a run with
-twice the steps checks that more steps do not help. Every finished entry is cached in runs/label_efficiency2/, so an
+twice the steps checks that more steps do not help. Every finished entry is cached in benchmarks/results/
+(committed: the benchmark spans sessions and machines; run folders stay in runs/label_efficiency2/), so an
 interrupted run resumes; the GAN side's cache is keyed by the generator, the oracle and the head recipe. Writes
 the `label_efficiency2` section of BENCHMARKS.md and docs/label_efficiency2.png (the paper's Fig. 6). The first
 edition (faces64, under-trained supervised baselines) is `git show 0a6cdcf:benchmarks/label_efficiency.py`.
@@ -119,8 +121,10 @@ def run_supervised(n: int, seed: int, steps: int, tests: dict, val: tuple) -> di
     cfg = SegTrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), ckpt_every=max(1, steps // 10),
                          log_every=100, seed=seed)
     t = time.time()
-    fit_segmenter(model, supervised_batches(n, seed), cfg, run, progress=False,
-                  validate=lambda m: unet_scores(m, val)["miou"], val_every=max(1, steps // 10))
+    res = fit_segmenter(model, supervised_batches(n, seed), cfg, run, progress=False,
+                        validate=lambda m: unet_scores(m, val)["miou"], val_every=max(1, steps // 10))
+    if res["stopped_early"]:  # Ctrl-C / SIGTERM: the checkpoint is written; record nothing, resume next time
+        sys.exit(f"supervised N={n} seed {seed} stopped at step {res['step']} of {steps}; run again to resume")
     best = run / "best.safetensors"
     if best.exists():
         from safetensors.torch import load_file
@@ -180,9 +184,13 @@ def run_fewshot_side(args, tests: dict, record) -> None:
 
     def autoshot():
         t = time.time()
-        model, _ = distill(G, heads[k10, 0], DistillConfig(steps=args.distill_steps, seed=0, val_every=0),
+        model, res = distill(G, heads[k10, 0], DistillConfig(steps=args.distill_steps, pool=args.distill_pool, seed=0,
+                                                         val_every=0),
                            FEWSHOT / "autoshot", progress=True)
-        return {"train_seconds": round(time.time() - t, 1), "aligned": unet_scores(model, tests["aligned"]),
+        if res["stopped_early"]:
+            sys.exit(f"auto-shot distillation stopped at step {res['step']}; run again to resume")
+        return {"train_seconds": round(time.time() - t, 1), "steps": args.distill_steps, "pool": args.distill_pool,
+                "aligned": unet_scores(model, tests["aligned"]),
                 "wild": unet_scores(model, tests["wild"])}
 
     record(f"autoshot/{k10}/0", autoshot)
@@ -200,75 +208,104 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def write_report(results: dict, args) -> None:
+def curve(results: dict, prefix: str, xs: list[int], test: str, seeds: int) -> list[tuple[int, float, float, int]]:
+    """(x, mean, sd, seeds done) for every x with at least one finished seed."""
+    out = []
+    for x in xs:
+        done = [results[f"{prefix}/{x}/{s}"][test]["miou"] for s in range(seeds) if f"{prefix}/{x}/{s}" in results]
+        if done:
+            out.append((x, *mean_sd(done), len(done)))
+    return out
+
+
+def fmt(m: float, sd: float, n: int, seeds: int) -> str:
+    return f"{m:.3f} ± {sd:.3f}" + ("" if n == seeds else f" ({n} seed{'s' if n > 1 else ''})")
+
+
+def write_report(results: dict, args, missing: list[str]) -> None:
+    """The section and the plot from whatever is finished; an interim report says what is missing."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def sup_curve(test: str) -> list[tuple[int, float, float]]:
-        return [(n, *mean_sd([results[f"supervised/{n}/{s}"][test]["miou"] for s in range(args.seeds)]))
-                for n in args.sup_n]
-
-    def shot_curve(test: str) -> list[tuple[int, float, float]]:
-        return [(k, *mean_sd([results[f"fewshot/{k}/{s}"][test]["miou"] for s in range(args.seeds)]))
-                for k in args.shots_k]
-
-    k10 = max(args.shots_k)
-    auto = results[f"autoshot/{k10}/0"]
-    sup_b, sup_c = sup_curve("aligned"), sup_curve("wild")
-    shots_a, shots_b = shot_curve("generated"), shot_curve("aligned")
+    k10, seeds = max(args.shots_k), args.seeds
+    auto = results.get(f"autoshot/{k10}/0")
+    sup_b, sup_c = (curve(results, "supervised", args.sup_n, t, seeds) for t in ("aligned", "wild"))
+    shots_a, shots_b = (curve(results, "fewshot", args.shots_k, t, seeds) for t in ("generated", "aligned"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, test, sup in ((axes[0], "aligned", sup_b), (axes[1], "wild", sup_c)):
-        xs, m, sd = zip(*sup, strict=True)
-        ax.errorbar(xs, m, yerr=sd, fmt="o-", capsize=3, label="supervised UNet (exact masks)")
-        if test == "aligned":
-            xs, m, sd = zip(*shots_b, strict=True)
+        if sup:
+            xs, m, sd, _ = zip(*sup, strict=True)
+            ax.errorbar(xs, m, yerr=sd, fmt="o-", capsize=3, label="supervised UNet (exact masks)")
+        if test == "aligned" and shots_b:
+            xs, m, sd, _ = zip(*shots_b, strict=True)
             ax.errorbar(xs, m, yerr=sd, fmt="s-", capsize=3, label="k-shot head (GAN inversion)")
-        ax.axhline(auto[test]["miou"], color="C3", ls="--", label=f"auto-shot UNet ({k10} shots)")
+        if auto:
+            ax.axhline(auto[test]["miou"], color="C3", ls="--", label=f"auto-shot UNet ({k10} shots)")
         ax.set_xscale("log")
         ax.set_xlabel("labelled images")
         ax.set_title(f"{test} renders (test set {'b' if test == 'aligned' else 'c'})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("mIoU")
+    if missing:
+        fig.suptitle(f"interim: {len(missing)} runs still missing", fontsize=9)
     fig.tight_layout()
     fig.savefig(ROOT / "docs" / "label_efficiency2.png", dpi=110)
-    sup_means = [(n, m) for n, m, _ in sup_b]
-    rows = [f"| supervised UNet, {results[f'supervised/{n}/0']['steps']} steps | {n} | - | {mb:.3f} ± {sb:.3f} | "
-            f"{mc:.3f} ± {sc:.3f} |" for (n, mb, sb), (_, mc, sc) in zip(sup_b, sup_c, strict=True)]
-    rows += [f"| {k}-shot head (default recipe) | {k} | {ma:.3f} ± {sa:.3f} | {mb:.3f} ± {sb:.3f} | - |"
-             for (k, ma, sa), (_, mb, sb) in zip(shots_a, shots_b, strict=True)]
-    rows.append(f"| auto-shot UNet from the {k10}-shot head, seed 0 | {k10} | - | {auto['aligned']['miou']:.3f} | "
-                f"{auto['wild']['miou']:.3f} |")
-    cross = [f"- {k}-shot head ({mb:.3f} on aligned renders) equals supervised training with N = "
-             f"{crossing(sup_means, mb)} labelled images" for k, mb, _ in shots_b]
+    wild = {n: (m, sd, c) for n, m, sd, c in sup_c}
+    rows = [f"| supervised UNet, {sup_steps(n)} steps | {n} | - | {fmt(m, sd, c, seeds)} | {fmt(*wild[n], seeds)} |"
+            for n, m, sd, c in sup_b]
+    gen = {k: (m, sd, c) for k, m, sd, c in shots_a}
+    rows += [f"| {k}-shot head (default recipe) | {k} | {fmt(*gen[k], seeds)} | {fmt(m, sd, c, seeds)} | - |"
+             for k, m, sd, c in shots_b]
+    if auto:
+        rows.append(f"| auto-shot UNet from the {k10}-shot head, seed 0 ({auto.get('steps', '?')} steps, pool "
+                    f"{auto.get('pool', 0)}) | {k10} | - | {auto['aligned']['miou']:.3f} | "
+                    f"{auto['wild']['miou']:.3f} |")
+    sup_means = [(n, m) for n, m, _, _ in sup_b]
+    cross = [f"- {k}-shot head ({m:.3f} on aligned renders) equals supervised training with N = "
+             f"{crossing(sup_means, m)} labelled images" for k, m, _, _ in shots_b] if len(sup_means) > 1 else []
+    if auto and len(sup_means) > 1:
+        cross.append(f"- auto-shot UNet ({auto['aligned']['miou']:.3f} on aligned renders) equals supervised "
+                     f"training with N = {crossing(sup_means, auto['aligned']['miou'])} labelled images")
     conv = [f"- N = {n}, seed 0: {results[f'supervised/{n}/0']['aligned']['miou']:.3f} at "
             f"{results[f'supervised/{n}/0']['steps']} steps, "
             f"{results[f'convergence/{n}']['aligned']['miou']:.3f} at {results[f'convergence/{n}']['steps']}"
-            for n in CONVERGENCE_N if f"convergence/{n}" in results]
-    per_class = []
-    for name, entry in ((f"{k10}-shot head (b), seed 0", results[f"fewshot/{k10}/0"]["aligned"]),
-                        (f"supervised N={args.sup_n[-1]} (b), seed 0",
-                         results[f"supervised/{args.sup_n[-1]}/0"]["aligned"]),
-                        ("auto-shot UNet (b)", auto["aligned"]), ("auto-shot UNet (c)", auto["wild"])):
-        per_class.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in entry["iou"]) + " |")
-    def seconds(prefix: str) -> float:
-        return statistics.mean(results[f"{prefix}/{s}"]["train_seconds"] for s in range(args.seeds))
+            for n in CONVERGENCE_N if f"convergence/{n}" in results and f"supervised/{n}/0" in results]
+    named = [(f"{k10}-shot head (b), seed 0", results.get(f"fewshot/{k10}/0", {}).get("aligned"))]
+    if sup_b:
+        top = sup_b[-1][0]
+        named.append((f"supervised N={top} (b), seed 0", results.get(f"supervised/{top}/0", {}).get("aligned")))
+    if auto:
+        named += [("auto-shot UNet (b)", auto["aligned"]), ("auto-shot UNet (c)", auto["wild"])]
+    per_class = [f"| {name} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in entry["iou"]) + " |"
+                 for name, entry in named if entry]
 
-    times = [f"{k}-shot head {seconds(f'fewshot/{k}'):.0f} s" for k in args.shots_k]
-    times += [f"supervised N={n} {seconds(f'supervised/{n}'):.0f} s" for n in (args.sup_n[0], args.sup_n[-1])]
-    times.append(f"auto-shot {auto['train_seconds']:.0f} s")
+    def seconds(prefix: str) -> str:
+        done = [results[f"{prefix}/{s}"]["train_seconds"] for s in range(seeds) if f"{prefix}/{s}" in results]
+        return f"{statistics.mean(done):.0f} s" if done else "not run"
+
+    times = [f"{k}-shot head {seconds(f'fewshot/{k}')}" for k in args.shots_k]
+    times += [f"supervised N={n} {seconds(f'supervised/{n}')}" for n, *_ in sup_b]
+    if auto:
+        times.append(f"auto-shot {auto['train_seconds']:.0f} s")
+    status = ("Complete." if not missing else
+              f"**Interim**: {len(missing)} runs not finished yet ({', '.join(missing[:6])}"
+              f"{', ...' if len(missing) > 6 else ''}); rows with fewer than {seeds} seeds say so.")
+    oracle = results.get("oracle_confidence", {}).get("value")
     text = "\n".join([
         "## Label efficiency, second edition (issue #15)",
         "",
-        f"`builtin:{GAN}`, aligned label oracle, default head recipe; mean ± sd over {args.seeds} seeds. Test sets: "
+        f"`builtin:{GAN}`, aligned label oracle, default head recipe; mean ± sd over {seeds} seeds. Test sets: "
         f"(a) {args.n_generated} generated samples labelled by the oracle (its mean max-softmax on them: "
-        f"{results['oracle_confidence']['value']:.3f}); (b) {args.n_test} aligned renders, heads through GAN inversion "
-        f"({args.inversion_steps} steps, first {args.n_invert}); (c) {args.n_test} wild renders.",
+        f"{'-' if oracle is None else f'{oracle:.3f}'}); (b) {args.n_test} aligned renders, heads through GAN "
+        f"inversion ({args.inversion_steps} steps, first {args.n_invert}); (c) {args.n_test} wild renders. "
+        "Supervised steps: `sup_steps(N)` (1000 at N = 1, growing as N^0.4 to 6000 from N ~ 90), batch 16, the "
+        "validation-best checkpoint. Results cache: `benchmarks/results/`. " + status,
         "",
-        f"- Machine: {machine()}",
-        "- Command: `python3 benchmarks/label_efficiency.py`",
+        f"- Machine: {machine()} (each part on 1 thread beside the other)",
+        "- Command: `python3 benchmarks/label_efficiency.py` (run as `--part fewshot` and `--part supervised`)",
         f"- Date (UTC): {utc_now()}",
         "",
         "| method | labels | (a) generated | (b) aligned | (c) wild |",
@@ -277,7 +314,7 @@ def write_report(results: dict, args) -> None:
         "",
         *cross,
         "",
-        "Convergence of the supervised schedule (twice the steps):",
+        "Convergence of the supervised schedule (twice the steps): " + ("not run yet" if not conv else ""),
         *conv,
         "",
         "| per-class IoU | " + " | ".join(FACES.names) + " |",
@@ -303,6 +340,8 @@ def main() -> None:
     ap.add_argument("--n-invert", type=int, default=100)
     ap.add_argument("--inversion-steps", type=int, default=200)
     ap.add_argument("--distill-steps", type=int, default=3000)
+    ap.add_argument("--distill-pool", type=int, default=2048, help="generated pairs rendered once, then reused with "
+                    "fresh augmentation (0: fresh pairs every step, about 3 h on one core)")
     args = ap.parse_args()
     args.sup_n, args.shots_k, args.head_steps, scale = SUP_N, SHOTS_K, 0, 1.0
     global WORK, FEWSHOT, INVERSIONS
@@ -310,9 +349,14 @@ def main() -> None:
         WORK, FEWSHOT, INVERSIONS = (WORK / "quick", WORK / "quick" / FEWSHOT.name, WORK / "quick" / INVERSIONS.name)
         args.seeds, args.n_test, args.n_generated, args.n_invert, args.inversion_steps = 1, 8, 8, 4, 5
         args.distill_steps, args.sup_n, args.shots_k, args.head_steps, scale = 3, [1, 2], [1, 2], 20, 0.005
+        args.distill_pool = 0
     for d in (WORK, FEWSHOT, INVERSIONS):
         d.mkdir(parents=True, exist_ok=True)
-    caches = {"supervised": WORK / "results.json", "fewshot": FEWSHOT / "results.json"}
+    # results (not run folders) live in the tree, so a benchmark spread over sessions survives a new machine
+    results_dir = WORK / "results" if args.quick else ROOT / "benchmarks" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    caches = {"supervised": results_dir / "label_efficiency2_supervised.json",
+              "fewshot": results_dir / f"label_efficiency2_{FEWSHOT.name}.json"}
 
     def load() -> dict:
         return {k: v for c in caches.values() if c.exists() for k, v in json.loads(c.read_text()).items()}
@@ -341,8 +385,8 @@ def main() -> None:
         run_fewshot_side(args, tests, record)
     if args.part in ("all", "supervised"):
         val = renders(VAL_SEED0, 50 if not args.quick else 4, "aligned")
-        for n in args.sup_n:
-            for seed in range(args.seeds):
+        for seed in range(args.seeds):  # seed 0 of every N first: a whole (if noisy) curve early
+            for n in args.sup_n:
                 record(f"supervised/{n}/{seed}",
                        lambda n=n, seed=seed: run_supervised(n, seed, max(2, int(sup_steps(n) * scale)), tests, val))
         for n in CONVERGENCE_N if not args.quick else []:
@@ -352,13 +396,12 @@ def main() -> None:
     needed += [f"fewshot/{k}/{s}" for k in args.shots_k for s in range(args.seeds)]
     needed.append(f"autoshot/{max(args.shots_k)}/0")
     missing = [k for k in needed if k not in results]
-    if missing:
-        print(f"report not written yet: {len(missing)} entries missing (e.g. {missing[0]}); run the other --part")
-        return
     if args.quick:
-        print("quick run complete: every entry computed (no report written)")
+        print(f"quick run: {len(missing)} entries missing (no report written)")
+        if missing:
+            sys.exit(1)
         return
-    write_report(results, args)
+    write_report(results, args, missing)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from partseg.distill.augment import AugmentConfig, augment_pair
@@ -43,3 +44,28 @@ def test_same_generator_same_augmentation():
     a = augment_pair(img, lab, generator=torch.Generator().manual_seed(5))
     b = augment_pair(img, lab, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_a_crop_is_a_window_of_the_augmented_pair_with_its_labels():
+    # identity affine; the image encodes each pixel's (row, column) as linear ramps, which bilinear sampling keeps
+    # exact, so the crop's decoded positions must form one crop x crop window at a (sub-pixel) offset
+    n, size, crop = 5, 32, 16
+    rows = torch.arange(size, dtype=torch.float32)[:, None].expand(size, size)
+    img = torch.stack([rows / size * 2 - 1, rows.T / size * 2 - 1, torch.zeros(size, size)]).expand(n, -1, -1, -1)
+    lab = (torch.arange(size)[:, None] // 3).expand(n, size, size).clone()  # class = row band of 3
+    cfg = AugmentConfig(scale=(1, 1), rotate=0, translate=0, flip=0, brightness=0, contrast=0, saturation=0)
+    x, y = augment_pair(img, lab, cfg, torch.Generator().manual_seed(3), crop=crop)
+    assert x.shape == (n, 3, crop, crop) and y.shape == (n, crop, crop)
+    r, c = (x[:, 0] + 1) / 2 * size, (x[:, 1] + 1) / 2 * size  # decoded source row and column of each pixel
+    steps = torch.arange(crop, dtype=torch.float32)
+    offsets = []
+    for i in range(n):
+        assert torch.allclose(r[i] - r[i, 0, 0], steps[:, None].expand(crop, crop), atol=1e-3)
+        assert torch.allclose(c[i] - c[i, 0, 0], steps[None, :].expand(crop, crop), atol=1e-3)
+        assert 0 <= r[i].min() and r[i].max() <= size - 1 and 0 <= c[i].min() and c[i].max() <= size - 1
+        offsets.append((round(r[i, 0, 0].item(), 2), round(c[i, 0, 0].item(), 2)))
+        near = (r[i] - r[i].round()).abs() < 0.45  # away from a tie, nearest sampling picks the rounded row
+        assert torch.equal(y[i][near], (r[i].round().long() // 3)[near])
+    assert len(set(offsets)) == n  # the window moves
+    with pytest.raises(ValueError, match="crop must be in 1..32"):
+        augment_pair(img, lab, cfg, crop=33)

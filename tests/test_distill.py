@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import partseg.distill.autoshot as distill_module
 from partseg.cli import app
 from partseg.data.dataset import load_dataset, write_image, write_sample_set
-from partseg.distill.autoshot import CACHE_FILE, DistillConfig, distill, make_pairs, pair_stream
+from partseg.distill.autoshot import CACHE_FILE, DistillConfig, distill, make_pairs, pair_stream, probe_class_weights
 from partseg.distill.trainer import segmentation_loss
 from partseg.fewshot.learner import FewShotConfig, FewShotHead, load_shots, train_head
 from partseg.gan import load_generator, save_generator
@@ -133,6 +133,39 @@ def test_pool_reuses_its_first_pairs_and_resumes_into_the_same_stream(tiny_G, tm
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     with pytest.raises(ValueError, match="pool must be >= 0"):
         DistillConfig(pool=-1)
+
+
+def test_crop_trains_on_windows_and_the_model_still_segments_whole_images(tiny_G, tmp_path):
+    head = _head(tiny_G, tmp_path)
+    cfg = DistillConfig(steps=40, batch=4, lr=5e-3, channels=[8, 16], confidence=0.0, crop=16, val_every=0)
+    x, y = next(pair_stream(tiny_G, head, cfg)(0))
+    assert x.shape == (4, 3, 16, 16) and y.shape == (4, 16, 16)  # 32 px pairs, 16 px windows
+    plain = next(pair_stream(tiny_G, head, replace(cfg, augment=False))(0))[0]
+    assert plain.shape == (4, 3, 16, 16)  # without augmentation too
+    model, _ = distill(tiny_G, head, cfg, tmp_path / "crop", progress=False)
+    xs, ys = make_pairs(tiny_G, head, 8, torch.Generator().manual_seed(99))
+    model.eval()
+    with torch.no_grad():
+        pred = model(xs).argmax(1)
+    assert pred.shape == ys.shape and (pred == ys).float().mean() > 0.6  # whole images, well above chance
+    with pytest.raises(ValueError, match="crop must be 0"):
+        DistillConfig(crop=8)
+
+
+def test_class_weights_come_from_a_fixed_probe_and_weight_the_loss(tiny_G, tmp_path):
+    head = _head(tiny_G, tmp_path)
+    cfg = DistillConfig(confidence=0.0, class_weights="inverse")
+    w = probe_class_weights(tiny_G, head, cfg, n=8)
+    assert w == probe_class_weights(tiny_G, head, cfg, n=8)  # the same probe every time (a resume agrees)
+    _, y = make_pairs(tiny_G, head, 8, torch.Generator().manual_seed(999_983))  # the probe's own pairs (seed 0)
+    inv = 1 / torch.bincount(y.flatten(), minlength=2).double()
+    assert torch.allclose(torch.tensor(w, dtype=torch.double), inv / inv.mean(), atol=1e-5)  # inverse frequency
+    assert probe_class_weights(tiny_G, head, replace(cfg, class_weights="none")) is None
+    logits, target = torch.randn(2, 2, 4, 4), torch.randint(0, 2, (2, 4, 4))
+    plain = segmentation_loss(logits, target)
+    assert not torch.isclose(segmentation_loss(logits, target, weight=torch.tensor([0.1, 1.9])), plain)
+    with pytest.raises(ValueError, match="class_weights must be one of"):
+        DistillConfig(class_weights="focal")
 
 
 def test_pair_cache_refuses_other_settings_and_other_folders(tiny_G, tmp_path):

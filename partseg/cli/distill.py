@@ -37,6 +37,11 @@ def distill(
     pool: int = typer.Option(0, "--pool", help="Render this many pairs (per process) once and draw every later "
                              "batch from them, freshly augmented: faster on a CPU, fewer distinct images; 0: fresh "
                              "pairs every step."),
+    class_weights: str = typer.Option("none", "--class-weights", help="Weight the loss by each class's inverse "
+                                      "pixel frequency in the head's labels (none | sqrt | inverse): small parts "
+                                      "sooner."),
+    crop: int = typer.Option(0, "--crop", help="Train on a random C x C window of each augmented pair (cheaper "
+                             "steps, same receptive field); 0: whole images."),
     ckpt_every: int = typer.Option(0, "--ckpt-every", help="Steps between checkpoints (a re-run resumes from the "
                                    "last one); 0: min(100, steps / 10)."),
     memory: str = typer.Option("auto", "--memory", help="Labelling pairs with the head: " + MEMORY_HELP),
@@ -71,8 +76,8 @@ def distill(
         def validate(model):  # the renders are CPU tensors: score a CPU copy of the model
             return evaluate_on_renders(copy.deepcopy(model).cpu(), n=val_renders, size=G.resolution).miou
 
-    cfg = DistillConfig(steps=steps, batch=batch, confidence=confidence, seed=seed, pool=pool,
-                        ckpt_every=ckpt_every)
+    cfg = DistillConfig(steps=steps, batch=batch, confidence=confidence, seed=seed, pool=pool, crop=crop,
+                        class_weights=class_weights, ckpt_every=ckpt_every)
     _, res = run_distill(G, h, cfg, out, validate=validate, cache=cache)
     if res["rank"] != 0:
         return

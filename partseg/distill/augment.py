@@ -63,12 +63,37 @@ def colour_jitter(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
     return x.clamp(-1, 1)
 
 
+def random_crop(theta: torch.Tensor, size: tuple[int, int], crop: int,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """theta followed by a random crop x crop window of its H x W output (sample a crop x crop grid with it).
+
+    One sampling grid still does everything, so the crop costs nothing and only the kept pixels are sampled.
+    """
+    h, w = size
+    if not 0 < crop <= min(h, w):
+        raise ValueError(f"crop must be in 1..{min(h, w)} (the image's shorter side), got {crop}")
+    n = theta.shape[0]
+    sy, sx = crop / h, crop / w  # window size in the output's normalised coordinates (which span 2)
+    oy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sy)
+    ox = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sx)
+    window = torch.zeros(n, 3, 3)
+    window[:, 0, 0], window[:, 0, 2], window[:, 1, 1], window[:, 1, 2], window[:, 2, 2] = sx, ox, sy, oy, 1.0
+    return theta @ window.to(theta)
+
+
 def augment_pair(images: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig | None = None,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment images [N, 3, H, W] with labels [N, H, W] (class ids) or [N, K, H, W] (probabilities)."""
+                 generator: torch.Generator | None = None, crop: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment images [N, 3, H, W] with labels [N, H, W] (class ids) or [N, K, H, W] (probabilities).
+
+    crop > 0 returns a random crop x crop window of each augmented pair (cheaper training steps).
+    """
     cfg = cfg or AugmentConfig()
     theta = random_affine(images.shape[0], cfg, generator, images.device)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    shape = list(images.shape)
+    if crop:
+        theta = random_crop(theta, (shape[2], shape[3]), crop, generator)
+        shape = [shape[0], shape[1], crop, crop]
+    grid = F.affine_grid(theta, shape, align_corners=False)
     # reflection: pixels at the image's own border blend with themselves, not with a made-up fill colour
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     inside = F.grid_sample(torch.ones_like(images[:, :1]), grid, mode="nearest", padding_mode="zeros",

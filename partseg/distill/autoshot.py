@@ -42,12 +42,13 @@ from partseg.distill.augment import AugmentConfig, augment_pair
 from partseg.distill.trainer import SegTrainConfig, fit_segmenter
 from partseg.distill.unet import UNet, UNetConfig
 from partseg.distributed import Dist
-from partseg.fewshot.learner import FewShotHead
+from partseg.fewshot.learner import CLASS_WEIGHTS, FewShotHead, class_weights
 from partseg.gan.interface import GeneratorLike, as_fewshot_gan
 from partseg.images import from_uint8, to_uint8_tensor
 from partseg.labels import IGNORE, LABELS_FILE
 from partseg.weights_io import weights_digest
 
+NO_AUGMENT = AugmentConfig(flip=0, scale=(1, 1), rotate=0, translate=0, brightness=0, contrast=0, saturation=0)
 CACHE_FORMAT = "partseg.paircache"
 CACHE_FILE = "pair_cache.json"
 
@@ -66,6 +67,8 @@ class DistillConfig:
     augment: bool = True
     seed: int = 0
     pool: int = 0  # 0: fresh pairs every step (the paper); P: the first P pairs per process, reused from then on
+    crop: int = 0  # 0: train on whole augmented images; C: on a random C x C window of each (cheaper steps)
+    class_weights: str = "none"  # none | sqrt | inverse frequency of each class in the head's labels of a probe batch
     val_every: int = 250
     ckpt_every: int = 0  # steps between checkpoints (a killed run loses at most this many); 0: min(100, steps/10)
 
@@ -80,6 +83,10 @@ class DistillConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.pool < 0:
             raise ValueError(f"pool must be >= 0 (0: fresh pairs every step), got {self.pool}")
+        if self.crop and self.crop < 16:
+            raise ValueError(f"crop must be 0 (whole images) or >= 16 pixels, got {self.crop}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
         if self.ckpt_every < 0:
             raise ValueError(f"ckpt_every must be >= 1 (or 0: automatic), got {self.ckpt_every}")
 
@@ -235,8 +242,8 @@ def pair_stream(G: GeneratorLike, head: FewShotHead, cfg: DistillConfig, rank: i
         while True:
             gen = seeded(step)
             x, y = pooled(step, gen) if pool_steps else render(step, gen)
-            if cfg.augment:
-                x, y = augment_pair(x, y, aug, gen)
+            if cfg.augment or cfg.crop:  # without augmentation a crop is just a random window
+                x, y = augment_pair(x, y, aug if cfg.augment else NO_AUGMENT, gen, crop=cfg.crop)
             if bool((y == IGNORE).all()):
                 raise ValueError(_nothing_labelled(cfg, step, n))
             yield x, y
@@ -251,6 +258,20 @@ def _nothing_labelled(cfg: DistillConfig, step: int, n: int) -> str:
               if cfg.confidence >= 1 else " (a weak head is unsure everywhere)"))
     return (f"distillation step {step}: no pixel of the {n} generated images is labelled: {why}; lower "
             f"--confidence (default 0.5, 0 keeps every pixel) or train a stronger head (more shots or steps)")
+
+
+def probe_class_weights(G: GeneratorLike, head: FewShotHead, cfg: DistillConfig, n: int = 32) -> list[float] | None:
+    """Loss weights from the head's labels of n generated images (a fixed seed: a resumed run gets the same ones).
+
+    Small parts are a few % of the pixels; weighting them up makes the UNet draw them within the short schedules a
+    CPU affords (BENCHMARKS.md "Demo on builtin:faces128").
+    """
+    if cfg.class_weights == "none":
+        return None
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 999_983)
+    _, y = make_pairs(G, head, n, gen, cfg.confidence, cfg.truncation, cfg.noise_mode)
+    w = class_weights(y, len(head.labels), cfg.class_weights)
+    return None if w is None else [round(float(v), 6) for v in w]
 
 
 def distill(G: GeneratorLike, head: FewShotHead, cfg: DistillConfig, out: str | os.PathLike,
@@ -270,7 +291,7 @@ def distill(G: GeneratorLike, head: FewShotHead, cfg: DistillConfig, out: str | 
     model = UNet(UNetConfig(num_classes=len(head.labels), channels=cfg.channels))
     scfg = SegTrainConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup=min(100, cfg.steps // 10),
                           ckpt_every=cfg.checkpoint_interval, log_every=25, seed=cfg.seed,
-                          dice_weight=cfg.dice_weight)
+                          dice_weight=cfg.dice_weight, class_weight=probe_class_weights(G, head, cfg))
     meta = {"distill_config": str(asdict(cfg)), "gan_fingerprint": head.meta["gan_fingerprint"],
             "input": "RGB in [-1, 1] (x / 127.5 - 1), any height and width", "train_resolution": str(G.resolution),
             "processes": str(dd.world)}

@@ -62,6 +62,7 @@ class SegTrainConfig:
     seed: int = 0
     amp: bool = True  # bfloat16 autocast of the forward pass on CUDA and on CPUs with bf16 units (precision.py)
     dice_weight: float = 0.0  # adds this times the soft Dice loss, which lifts small parts' IoU (hard labels)
+    class_weight: list[float] | None = None  # cross-entropy weight per class (hard labels), e.g. inverse frequency
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -70,8 +71,9 @@ class SegTrainConfig:
         return self.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.0) -> torch.Tensor:
-    """Cross-entropy against hard labels (ignoring 255) or against soft class probabilities.
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.0,
+                      weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy against hard labels (ignoring 255, optionally class-weighted) or soft class probabilities.
 
     dice_weight > 0 adds a soft Dice term (hard labels only). Cross-entropy is dominated by the large classes;
     Dice weighs every class present in the batch equally, which is what mIoU rewards on parts a few pixels wide.
@@ -79,7 +81,7 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: f
     if target.dtype.is_floating_point:
         return F.cross_entropy(logits, target)
     target = target.long()
-    loss = F.cross_entropy(logits, target, ignore_index=IGNORE)
+    loss = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE)
     if dice_weight > 0:
         loss = loss + dice_weight * soft_dice_loss(logits, target)
     return loss
@@ -123,6 +125,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
         clean_stale_tmp(run)  # half-written files of a run killed mid-write; the real ones are intact
     model.to(device, memory_format=torch.channels_last).train()  # NHWC convs: ~15% faster steps on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    weight = None if cfg.class_weight is None else torch.tensor(cfg.class_weight, dtype=torch.float32, device=device)
     step = 0
     best = float("-inf")
     ckpt_path = run / "checkpoint.pt"
@@ -180,7 +183,7 @@ def fit_segmenter(model: UNet, batches: Batches, cfg: SegTrainConfig, run: str |
                 g["lr"] = cfg.lr_at(step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)
-            loss = segmentation_loss(logits.float(), target, cfg.dice_weight)
+            loss = segmentation_loss(logits.float(), target, cfg.dice_weight, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # after backward: BatchNorm's backward reads the running statistics this averages in place
