@@ -35,6 +35,7 @@ VARIANTS = {  # each on top of the demo's defaults (480 steps of 16 from a pool 
     "crop96": {"crop": 96, "steps": 850}, "crop64": {"crop": 64, "steps": 1920},
     "cw_sqrt": {"class_weights": "sqrt"}, "cw_inverse": {"class_weights": "inverse"},
     "crop64_cw_sqrt": {"crop": 64, "steps": 1920, "class_weights": "sqrt"},
+    "crop64_cw_inverse": {"crop": 64, "steps": 1920, "class_weights": "inverse"},
 }
 
 

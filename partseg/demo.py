@@ -92,7 +92,8 @@ def _test_set(root: Path, n: int, size: int, mode: str) -> list[Path]:
 
 def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: int = 0,
              device: str = "cpu", head_steps: int = 0, n_test: int = 8, inversion_steps: int = 100,
-             distill_steps: int = 480, distill_batch: int = 16, distill_pool: int = 192,
+             distill_steps: int = 1800, distill_batch: int = 16, distill_pool: int = 192,
+             distill_crop: int = 64, distill_class_weights: str = "sqrt",
              test_mode: str | None = None) -> dict:
     """Run every stage that exists on the built-in default; returns what it wrote and measured.
 
@@ -153,12 +154,15 @@ def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: i
 
         t = time.time()
         distill(G, head, DistillConfig(steps=distill_steps, batch=distill_batch, pool=distill_pool, seed=seed,
-                                       val_every=0), out / "unet")
+                                       crop=distill_crop if distill_crop < G.resolution else 0,
+                                       class_weights=distill_class_weights, val_every=0),
+                out / "unet")
         summary["distill_seconds"] = round(time.time() - t, 1)
         pooled = -(-distill_pool // distill_batch) * distill_batch  # the pool is whole steps' pairs
         pairs = min(pooled, distill_steps * distill_batch) if distill_pool else distill_steps * distill_batch
-        print(f"[5/7] auto-shot: distilled the head into a UNet, {distill_steps} steps of {distill_batch} augmented "
-              f"pairs drawn from {pairs} generated images "
+        window = f"{distill_crop} px windows of " if 0 < distill_crop < G.resolution else ""
+        print(f"[5/7] auto-shot: distilled the head into a UNet, {distill_steps} steps of {distill_batch} "
+              f"{window}augmented pairs drawn from {pairs} generated images, {distill_class_weights} class weights "
               f"({summary['distill_seconds']} s) -> {out / 'unet' / 'model.safetensors'}")
 
         from partseg.runtime.onnx_export import export_onnx

@@ -269,7 +269,10 @@ def probe_class_weights(G: GeneratorLike, head: FewShotHead, cfg: DistillConfig,
     if cfg.class_weights == "none":
         return None
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 999_983)
-    _, y = make_pairs(G, head, n, gen, cfg.confidence, cfg.truncation, cfg.noise_mode)
+    z = as_fewshot_gan(G).random_z(n, gen)
+    # labelled 8 at a time: the same images as one batch, without its feature maps' peak memory
+    y = torch.cat([_label_latents(G, head, z[i:i + 8], cfg.confidence, cfg.truncation, cfg.noise_mode)[1]
+                   for i in range(0, n, 8)])
     w = class_weights(y, len(head.labels), cfg.class_weights)
     return None if w is None else [round(float(v), 6) for v in w]
 
