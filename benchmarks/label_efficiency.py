@@ -62,6 +62,10 @@ WORK = ROOT / "runs" / "label_efficiency2"
 SUP_SEED0, VAL_SEED0, WILD_SEED0 = 3_000_000, 8_000_000, 9_500_000
 SHOT_SEED0, GEN_TEST_SEED0 = 500_000, 900_000
 SUP_N, SHOTS_K, CONVERGENCE_N = [1, 2, 5, 10, 20, 50, 100, 200, 500, 2000], [1, 5, 10], [10, 200]
+AUTOSHOT = {  # auto-shot recipes distilled from the 10-shot head; steps: steps_x times --distill-steps
+    "": {"crop": 0, "class_weights": "none", "steps_x": 1},  # whole augmented images, plain cross-entropy
+    "crop64-sqrt": {"crop": 64, "class_weights": "sqrt", "steps_x": 4},  # the demo's: 64 px windows, the same pixels
+}
 
 
 def _digest(*parts: bytes) -> str:
@@ -182,18 +186,34 @@ def run_fewshot_side(args, tests: dict, record) -> None:
             heads[k, seed] = FewShotHead.load(path, G)
     k10 = max(args.shots_k)
 
-    def autoshot():
-        t = time.time()
-        model, res = distill(G, heads[k10, 0], DistillConfig(steps=args.distill_steps, pool=args.distill_pool, seed=0,
-                                                         val_every=0),
-                           FEWSHOT / "autoshot", progress=True)
-        if res["stopped_early"]:
-            sys.exit(f"auto-shot distillation stopped at step {res['step']}; run again to resume")
-        return {"train_seconds": round(time.time() - t, 1), "steps": args.distill_steps, "pool": args.distill_pool,
-                "aligned": unet_scores(model, tests["aligned"]),
-                "wild": unet_scores(model, tests["wild"])}
+    for name, recipe in AUTOSHOT.items():
+        steps = args.distill_steps * recipe["steps_x"]
 
-    record(f"autoshot/{k10}/0", autoshot)
+        def autoshot(recipe=recipe, steps=steps, folder=FEWSHOT / ("autoshot" + (f"-{name}" if name else ""))):
+            t = time.time()
+            cfg = DistillConfig(steps=steps, pool=args.distill_pool, seed=0, val_every=0, crop=recipe["crop"],
+                                class_weights=recipe["class_weights"])
+            cache = FEWSHOT / f"pairs-b{cfg.batch}-p{cfg.pool}" if recipe["crop"] else None  # the first run had none
+            model, res = distill(G, heads[k10, 0], cfg, folder, progress=True, cache=cache)
+            if res["stopped_early"]:
+                sys.exit(f"auto-shot distillation stopped at step {res['step']}; run again to resume")
+            return {"train_seconds": round(time.time() - t, 1), "steps": steps, "pool": args.distill_pool,
+                    "crop": recipe["crop"], "class_weights": recipe["class_weights"],
+                    "aligned": unet_scores(model, tests["aligned"]),
+                    "wild": unet_scores(model, tests["wild"])}
+
+        record(autoshot_key(name, k10), autoshot)
+
+
+def autoshot_key(name: str, k: int) -> str:
+    return f"autoshot{'-' + name if name else ''}/{k}/0"
+
+
+def autoshot_label(name: str) -> str:
+    if not name:
+        return "auto-shot UNet (whole images)"
+    r = AUTOSHOT[name]
+    return f"auto-shot UNet ({r['crop']} px windows, {r['class_weights']} class weights)"
 
 
 def crossing(sup: list[tuple[int, float]], value: float) -> str:
@@ -230,7 +250,8 @@ def write_report(results: dict, args, missing: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     k10, seeds = max(args.shots_k), args.seeds
-    auto = results.get(f"autoshot/{k10}/0")
+    autos = [(autoshot_label(name), results[autoshot_key(name, k10)]) for name in AUTOSHOT
+             if autoshot_key(name, k10) in results]
     sup_b, sup_c = (curve(results, "supervised", args.sup_n, t, seeds) for t in ("aligned", "wild"))
     shots_a, shots_b = (curve(results, "fewshot", args.shots_k, t, seeds) for t in ("generated", "aligned"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
@@ -241,8 +262,8 @@ def write_report(results: dict, args, missing: list[str]) -> None:
         if test == "aligned" and shots_b:
             xs, m, sd, _ = zip(*shots_b, strict=True)
             ax.errorbar(xs, m, yerr=sd, fmt="s-", capsize=3, label="k-shot head (GAN inversion)")
-        if auto:
-            ax.axhline(auto[test]["miou"], color="C3", ls="--", label=f"auto-shot UNet ({k10} shots)")
+        for i, (label, entry) in enumerate(autos):
+            ax.axhline(entry[test]["miou"], color=f"C{3 + i}", ls="--", label=f"{label} ({k10} shots)")
         ax.set_xscale("log")
         ax.set_xlabel("labelled images")
         ax.set_title(f"{test} renders (test set {'b' if test == 'aligned' else 'c'})")
@@ -259,16 +280,16 @@ def write_report(results: dict, args, missing: list[str]) -> None:
     gen = {k: (m, sd, c) for k, m, sd, c in shots_a}
     rows += [f"| {k}-shot head (default recipe) | {k} | {fmt(*gen[k], seeds)} | {fmt(m, sd, c, seeds)} | - |"
              for k, m, sd, c in shots_b]
-    if auto:
-        rows.append(f"| auto-shot UNet from the {k10}-shot head, seed 0 ({auto.get('steps', '?')} steps, pool "
-                    f"{auto.get('pool', 0)}) | {k10} | - | {auto['aligned']['miou']:.3f} | "
-                    f"{auto['wild']['miou']:.3f} |")
+    rows += [f"| {label} from the {k10}-shot head, seed 0 ({auto.get('steps', '?')} steps, pool {auto.get('pool', 0)}) "
+             f"| {k10} | - | {auto['aligned']['miou']:.3f} | {auto['wild']['miou']:.3f} |" for label, auto in autos]
     sup_means = [(n, m) for n, m, _, _ in sup_b]
     cross = [f"- {k}-shot head ({m:.3f} on aligned renders) equals supervised training with N = "
              f"{crossing(sup_means, m)} labelled images" for k, m, _, _ in shots_b] if len(sup_means) > 1 else []
-    if auto and len(sup_means) > 1:
-        cross.append(f"- auto-shot UNet ({auto['aligned']['miou']:.3f} on aligned renders) equals supervised "
-                     f"training with N = {crossing(sup_means, auto['aligned']['miou'])} labelled images")
+    wild_means = [(n, m) for n, m, _, _ in sup_c]
+    for label, auto in autos if len(sup_means) > 1 else []:
+        a, w = auto["aligned"]["miou"], auto["wild"]["miou"]
+        cross.append(f"- {label} ({a:.3f} on aligned renders, {w:.3f} on wild) equals supervised training with "
+                     f"N = {crossing(sup_means, a)} (aligned) and {crossing(wild_means, w)} (wild) labelled images")
     conv = [f"- N = {n}, seed 0: {results[f'supervised/{n}/0']['aligned']['miou']:.3f} at "
             f"{results[f'supervised/{n}/0']['steps']} steps, "
             f"{results[f'convergence/{n}']['aligned']['miou']:.3f} at {results[f'convergence/{n}']['steps']}"
@@ -277,8 +298,8 @@ def write_report(results: dict, args, missing: list[str]) -> None:
     if sup_b:
         top = sup_b[-1][0]
         named.append((f"supervised N={top} (b), seed 0", results.get(f"supervised/{top}/0", {}).get("aligned")))
-    if auto:
-        named += [("auto-shot UNet (b)", auto["aligned"]), ("auto-shot UNet (c)", auto["wild"])]
+    for label, auto in autos:
+        named += [(f"{label} (b)", auto["aligned"]), (f"{label} (c)", auto["wild"])]
     per_class = [f"| {name} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in entry["iou"]) + " |"
                  for name, entry in named if entry]
 
@@ -288,8 +309,7 @@ def write_report(results: dict, args, missing: list[str]) -> None:
 
     times = [f"{k}-shot head {seconds(f'fewshot/{k}')}" for k in args.shots_k]
     times += [f"supervised N={n} {seconds(f'supervised/{n}')}" for n, *_ in sup_b]
-    if auto:
-        times.append(f"auto-shot {auto['train_seconds']:.0f} s")
+    times += [f"{label} {auto['train_seconds']:.0f} s" for label, auto in autos]
     status = ("Complete." if not missing else
               f"**Interim**: {len(missing)} runs not finished yet ({', '.join(missing[:6])}"
               f"{', ...' if len(missing) > 6 else ''}); rows with fewer than {seeds} seeds say so.")
@@ -394,7 +414,7 @@ def main() -> None:
     results = load()
     needed = [f"supervised/{n}/{s}" for n in args.sup_n for s in range(args.seeds)]
     needed += [f"fewshot/{k}/{s}" for k in args.shots_k for s in range(args.seeds)]
-    needed.append(f"autoshot/{max(args.shots_k)}/0")
+    needed += [autoshot_key(name, max(args.shots_k)) for name in AUTOSHOT]
     missing = [k for k in needed if k not in results]
     if args.quick:
         print(f"quick run: {len(missing)} entries missing (no report written)")
