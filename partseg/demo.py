@@ -153,14 +153,14 @@ def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: i
               f"({head.meta['train_seconds']} s) -> {out / 'head.safetensors'}")
 
         t = time.time()
+        crop = distill_crop if distill_crop < G.resolution else 0  # a window as big as the image is the image
         distill(G, head, DistillConfig(steps=distill_steps, batch=distill_batch, pool=distill_pool, seed=seed,
-                                       crop=distill_crop if distill_crop < G.resolution else 0,
-                                       class_weights=distill_class_weights, val_every=0),
+                                       crop=crop, class_weights=distill_class_weights, val_every=0),
                 out / "unet")
         summary["distill_seconds"] = round(time.time() - t, 1)
         pooled = -(-distill_pool // distill_batch) * distill_batch  # the pool is whole steps' pairs
         pairs = min(pooled, distill_steps * distill_batch) if distill_pool else distill_steps * distill_batch
-        window = f"{distill_crop} px windows of " if 0 < distill_crop < G.resolution else ""
+        window = f"{crop} px windows of " if crop else ""
         print(f"[5/7] auto-shot: distilled the head into a UNet, {distill_steps} steps of {distill_batch} "
               f"{window}augmented pairs drawn from {pairs} generated images, {distill_class_weights} class weights "
               f"({summary['distill_seconds']} s) -> {out / 'unet' / 'model.safetensors'}")
