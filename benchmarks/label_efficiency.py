@@ -193,8 +193,8 @@ def run_fewshot_side(args, tests: dict, record) -> None:
             t = time.time()
             cfg = DistillConfig(steps=steps, pool=args.distill_pool, seed=0, val_every=0, crop=recipe["crop"],
                                 class_weights=recipe["class_weights"])
-            cache = FEWSHOT / f"pairs-b{cfg.batch}-p{cfg.pool}" if recipe["crop"] else None  # the first run had none
-            model, res = distill(G, heads[k10, 0], cfg, folder, progress=True, cache=cache)
+            model, res = distill(G, heads[k10, 0], cfg, folder, progress=True,
+                                 cache=FEWSHOT / f"pairs-b{cfg.batch}-p{cfg.pool}")
             if res["stopped_early"]:
                 sys.exit(f"auto-shot distillation stopped at step {res['step']}; run again to resume")
             return {"train_seconds": round(time.time() - t, 1), "steps": steps, "pool": args.distill_pool,

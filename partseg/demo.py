@@ -153,7 +153,7 @@ def run_demo(out: str | os.PathLike, gan: str = DEFAULT_GAN, n: int = 8, seed: i
               f"({head.meta['train_seconds']} s) -> {out / 'head.safetensors'}")
 
         t = time.time()
-        crop = distill_crop if distill_crop < G.resolution else 0  # a window as big as the image is the image
+        crop = distill_crop if distill_crop < G.resolution else 0  # any generator: smaller ones train on whole images
         distill(G, head, DistillConfig(steps=distill_steps, batch=distill_batch, pool=distill_pool, seed=seed,
                                        crop=crop, class_weights=distill_class_weights, val_every=0),
                 out / "unet")

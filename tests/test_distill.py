@@ -150,6 +150,9 @@ def test_crop_trains_on_windows_and_the_model_still_segments_whole_images(tiny_G
     assert pred.shape == ys.shape and (pred == ys).float().mean() > 0.6  # whole images, well above chance
     with pytest.raises(ValueError, match="crop must be 0"):
         DistillConfig(crop=8)
+    with pytest.raises(ValueError, match="crop 48 is larger than the generator's 32 px images"):
+        distill(tiny_G, head, replace(cfg, crop=48), tmp_path / "too_big", progress=False)
+    assert not (tmp_path / "too_big").exists()  # refused before anything was written
 
 
 def test_class_weights_come_from_a_fixed_probe_and_weight_the_loss(tiny_G, tmp_path):

@@ -287,6 +287,9 @@ def distill(G: GeneratorLike, head: FewShotHead, cfg: DistillConfig, out: str | 
     """
     G = as_fewshot_gan(G)
     head.check_generator(G)
+    if cfg.crop > G.resolution:  # say so now, not after the pool is rendered
+        raise ValueError(f"crop {cfg.crop} is larger than the generator's {G.resolution} px images; use at most "
+                         f"{G.resolution} (or 0: whole images)")
     dd = Dist()
     device = G.device
     head.ensemble.to(device)
