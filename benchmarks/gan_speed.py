@@ -40,11 +40,15 @@ TABLES = {
 class Step:
     """One training step's passes for a given setting, on random data (speed only)."""
 
-    def __init__(self, table: dict[int, int], res: int, batch: int, bf16: bool, channels_last: bool) -> None:
+    def __init__(self, table: dict[int, int], res: int, batch: int, bf16: bool, channels_last: bool,
+                 compile: bool = False) -> None:
         cfg = GeneratorConfig(resolution=res, z_dim=256, w_dim=256, n_mlp=2, channels=table)
         self.G, self.D = Generator(cfg), Discriminator(res, cfg.channels, mbstd_group=4)
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.G, self.D = self.G.to(memory_format=self.fmt), self.D.to(memory_format=self.fmt)
+        self.D_eager = self.D  # R1 needs a double backward, which compiled graphs do not support
+        if compile:
+            self.G, self.D = torch.compile(self.G), torch.compile(self.D)
         self.real = torch.randn(batch, 3, res, res).contiguous(memory_format=self.fmt)
         self.batch, self.bf16 = batch, bf16
 
@@ -60,7 +64,7 @@ class Step:
         loss.backward()
         if r1:  # the R1 penalty runs in float32, as in training
             real = self.real.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.D(real).sum(), real, create_graph=True)
+            (g,) = torch.autograd.grad(self.D_eager(real).sum(), real, create_graph=True)
             g.square().sum().backward()
 
 
@@ -82,13 +86,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base", default="T2", choices=[k[:2] for k in TABLES], help="table of the main settings")
     ap.add_argument("--quick", action="store_true", help="tables T1 and T2 in fp32 and bf16 only")
+    ap.add_argument("--focus", action="store_true",
+                    help="the base table only: fp32, bf16, bf16 + channels_last, bf16 + torch.compile")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = args.resolution
     base = next(k for k in TABLES if k.startswith(args.base))
     settings: dict[str, tuple] = {}
-    if args.quick:
+    if args.focus:
+        for name, v in {"fp32": (False, False, False), "bf16": (True, False, False),
+                        "bf16, channels_last": (True, True, False), "bf16, torch.compile": (True, False, True),
+                        "bf16, channels_last, torch.compile": (True, True, True)}.items():
+            settings[f"{args.base}, batch 32, {name}"] = (TABLES[base], 32, *v)
+    elif args.quick:
         for name in list(TABLES)[:2]:
             for bf16 in (False, True):
                 settings[f"{name[:2]}, batch 32, {'bf16' if bf16 else 'fp32'}"] = (TABLES[name], 32, bf16, False)
@@ -102,8 +113,9 @@ def main() -> None:
                 settings[f"{name[:2]}, batch 32, bf16"] = (table, 32, True, False)
     steps = {k: Step(v[0], res, *v[1:]) for k, v in settings.items()}
     times: dict[str, list[float]] = {k: [] for k in steps}
-    for s in steps.values():  # warm-up (allocator, oneDNN kernel choice)
+    for s in steps.values():  # warm-up (allocator, oneDNN kernel choice, compilation)
         s(r1=False)
+        s(r1=True)
     for r in range(args.rounds):
         for k, s in steps.items():
             times[k].append(time_step(s))
@@ -118,20 +130,21 @@ def main() -> None:
         print(rows[-1], flush=True)
     tables = "\n".join(f"- {k}" for k in TABLES)
     load = f"{os.getloadavg()[0]:.1f}"
-    text = (f"## GAN training speed on CPU{', quick' if args.quick else ''} (issue #14)\n\n"
+    title = ", quick" if args.quick else ", precision / memory format / compile" if args.focus else ""
+    text = (f"## GAN training speed on CPU{title} (issue #14)\n\n"
             f"Machine: {machine()}; 1-minute load average {load} at the end (other jobs share it; the settings "
             f"ran in round-robin rounds; compare the spread of the rounds before trusting a ratio); "
             f"bf16 units: {'yes' if cpu_has_bf16() else 'no'} "
             f"(avx512_bf16 / amx_bf16 in /proc/cpuinfo). Command: `python3 benchmarks/gan_speed.py --resolution {res} "
             f"--rounds {args.rounds} --threads {args.threads}"
-            f"{' --quick' if args.quick else f' --base {args.base}'}`, "
+            f"{' --quick' if args.quick else f' --base {args.base}'}{' --focus' if args.focus else ''}`, "
             f"{utc_now()} UTC. StyleGAN2 at {res} px, z/w 256, "
             f"2 mapping layers; one training step = G main + D main + R1 amortised over 16 steps (no path-length "
             f"term); median of {args.rounds} round-robin rounds. Channel tables:\n{tables}\n\n"
             f"| setting | s/step (median) | s/step (rounds: min-max) | s/kimg | speed vs first row |\n"
             f"|---|---:|---:|---:|---:|\n" + "\n".join(rows))
     if not args.no_write:
-        write_section("gan-speed-quick" if args.quick else "gan-speed", text)
+        write_section("gan-speed-quick" if args.quick else "gan-speed-focus" if args.focus else "gan-speed", text)
 
 
 if __name__ == "__main__":

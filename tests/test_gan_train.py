@@ -192,6 +192,28 @@ def test_precision_modes_train_finite_resume_exactly_and_are_logged(images, tmp_
     assert {r["precision"] for r in _log(tmp_path / "a")} == {"bf16" if amp == "bf16" else "fp32"}
 
 
+def test_channels_last_is_a_layout_only_and_may_change_on_resume(images, tmp_path):
+    """NHWC training computes what NCHW does (float32: same losses and weights up to rounding); a run may switch
+    layout when resumed, and the log says which one ran."""
+    cfg = _cfg(images, kimg=0.016, ckpt_kimg=0.008, amp="off")  # 4 steps, checkpoint at 2
+    train(cfg, tmp_path / "nhwc", progress=False)
+    nchw = TrainConfig.from_dict({**cfg.to_dict(), "channels_last": False})
+    train(nchw, tmp_path / "nchw", progress=False)
+    la, lb = _log(tmp_path / "nhwc"), _log(tmp_path / "nchw")
+    assert {r["layout"] for r in la} == {"channels_last"} and {r["layout"] for r in lb} == {"contiguous"}
+    for ra, rb in zip(la, lb, strict=True):
+        assert ra["loss_G"] == pytest.approx(rb["loss_G"], rel=1e-3, abs=1e-4)
+        assert ra["loss_D"] == pytest.approx(rb["loss_D"], rel=1e-3, abs=1e-4)
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True) for r in ("nhwc", "nchw"))
+    for k, v in a["G"].items():
+        torch.testing.assert_close(v, b["G"][k], rtol=1e-3, atol=1e-4, msg=k)
+    # stopped in NCHW at step 2, resumed in NHWC: allowed, and it finishes
+    train(nchw, tmp_path / "switch", stop_at_step=2, progress=False)
+    res = train(cfg, tmp_path / "switch", progress=False)
+    assert res["start_step"] == 2 and res["step"] == 4
+    assert [r["layout"] for r in _log(tmp_path / "switch")] == ["contiguous", "channels_last"]
+
+
 def test_amp_auto_follows_the_cpu_and_old_runs_still_load(images):
     from partseg.precision import cpu_has_bf16, resolve_amp
 

@@ -34,6 +34,8 @@ def gan_train(
     channels: str = typer.Option(None, "--channels", help="Explicit table, e.g. 4:128,8:128,16:128,32:64,64:32,128:32 "
                                  "(overrides --channel-base/--channel-max)."),
     amp: str = typer.Option("auto", "--amp", help="bf16 autocast: auto (CUDA, or a CPU with bf16 units) | bf16 | off."),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
+                                       help="NHWC layout of weights and images (faster on CPU; may change on resume)."),
     z_dim: int = typer.Option(512, "--z-dim"),
     w_dim: int = typer.Option(512, "--w-dim"),
     n_mlp: int = typer.Option(2, "--n-mlp", help="Mapping network depth (stylegan2-ada: 2, StyleGAN2: 8)."),
@@ -53,7 +55,7 @@ def gan_train(
     cfg = TrainConfig(data=str(data), resolution=resolution, kimg=kimg, batch=batch, lr=lr, r1_gamma=r1_gamma,
                       pl_weight=pl_weight, mixing=mixing, channel_base=channel_base, channel_max=channel_max,
                       z_dim=z_dim, w_dim=w_dim, n_mlp=n_mlp, mirror=mirror, ckpt_kimg=ckpt_kimg, workers=workers,
-                      seed=seed, amp=amp, channels=_channel_table(channels) if channels else None)
+                      seed=seed, amp=amp, channels_last=channels_last, channels=_channel_table(channels) if channels else None)
     init_distributed_from_env(device)
     res = train(cfg, out, device=device)
     if res["rank"] != 0:
