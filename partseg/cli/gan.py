@@ -55,7 +55,8 @@ def gan_train(
     cfg = TrainConfig(data=str(data), resolution=resolution, kimg=kimg, batch=batch, lr=lr, r1_gamma=r1_gamma,
                       pl_weight=pl_weight, mixing=mixing, channel_base=channel_base, channel_max=channel_max,
                       z_dim=z_dim, w_dim=w_dim, n_mlp=n_mlp, mirror=mirror, ckpt_kimg=ckpt_kimg, workers=workers,
-                      seed=seed, amp=amp, channels_last=channels_last, channels=_channel_table(channels) if channels else None)
+                      seed=seed, amp=amp, channels_last=channels_last,
+                      channels=_channel_table(channels) if channels else None)
     init_distributed_from_env(device)
     res = train(cfg, out, device=device)
     if res["rank"] != 0:
