@@ -1,6 +1,6 @@
 """Few-shot recipes on builtin:faces128 (issue #15): which head, loss and schedule the learner should use.
 
-    python3 benchmarks/fewshot_recipes.py [--threads N] [--n-test 24]
+    python3 benchmarks/fewshot_recipes.py [--threads N] [--n-test 24] [--round 2]
 
 Every recipe is trained by the shipped `train_head` (so the table measures the library, not a copy of it) on the
 10 default shots of builtin:faces128 (or the first one), and scored on test set (a) of issue #15: generated samples
@@ -9,6 +9,9 @@ samples is printed next to the table: it bounds how far its labels can be truste
 ceiling: the default recipe on 60 oracle-labelled generated samples instead of 10, and style mixing as shot
 augmentation (the oracle's labels of a shot whose fine styles come from random latents, against the shot's mask: a
 mask only carries over if layout survives the mixing). Writes the "fewshot_recipes" section of BENCHMARKS.md.
+
+--round 2 (section "fewshot_recipes2"): the default recipe with other feature layers, and on oracle-labelled shots
+drawn at truncation 0.7 (as the default annotation set) against 1.0 (as the test samples), two seed sets each.
 """
 
 from __future__ import annotations
@@ -62,6 +65,21 @@ RECIPES = [
     ("1 shot: paper CNN, 600 steps, no class weights", 1, dict(head="cnn", steps=600, class_weights="none")),
 ]
 
+TORGB = "b8.conv0,b8.conv1,b8.torgb,b16.conv0,b16.conv1,b16.torgb,b32.conv0,b32.conv1,b32.torgb,b64.conv0,b64.conv1," \
+        "b64.torgb,b128.conv0,b128.conv1,b128.torgb"
+HIGH = "b32.conv0,b32.conv1,b64.conv0,b64.conv1,b128.conv0,b128.conv1"
+# round 2: (name, shots: "default" or (truncation, first seed), FewShotConfig overrides)
+RECIPES2 = [
+    ("default recipe, default shots", "default", {}),
+    ("default recipe, every conv layer (b4.conv1 too)", "default", dict(layers="all")),
+    ("default recipe, paper layers + each block's ToRGB output", "default", dict(layers=TORGB)),
+    ("default recipe, 32-128 px layers only", "default", dict(layers=HIGH)),
+    ("default recipe, 10 oracle shots at truncation 0.7 (seeds 610000+)", (0.7, 610_000), {}),
+    ("default recipe, 10 oracle shots at truncation 1.0 (seeds 610000+)", (1.0, 610_000), {}),
+    ("default recipe, 10 oracle shots at truncation 0.7 (seeds 620000+)", (0.7, 620_000), {}),
+    ("default recipe, 10 oracle shots at truncation 1.0 (seeds 620000+)", (1.0, 620_000), {}),
+]
+
 
 def score(G, head, ws: torch.Tensor, truth: torch.Tensor) -> tuple[float, list[float]]:
     acc = ScoreAccumulator(len(FACES))
@@ -93,6 +111,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--n-test", type=int, default=24)
+    ap.add_argument("--round", type=int, default=1, choices=[1, 2], help="2: layers and shot truncation")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,6 +142,12 @@ def main() -> None:
         print(f"{name}: {seconds:.0f} s, mIoU {miou:.3f} | "
               + " ".join(f"{n}:{v:.2f}" for n, v in zip(FACES.names, iou, strict=True)), flush=True)
 
+    if args.round == 2:
+        for name, which, overrides in RECIPES2:
+            sh = shots if which == "default" else oracle_shots(G, oracle, 10, which[1], which[0])
+            run(name, sh, overrides)
+        write_round2(rows, args, float(conf.mean()), gan_digest)
+        return
     for name, k, overrides in RECIPES:
         run(name, shots.subset(list(range(k))), overrides)
     run("ceiling: 2000 steps of 4096 pixels on 60 oracle-labelled samples (truncation 0.7)",
@@ -158,6 +183,30 @@ def main() -> None:
     ])
     write_section("fewshot_recipes", text)
     print(text)
+
+
+def write_round2(rows: list, args, conf: float, gan_digest: str) -> None:
+    table = [f"| {n} | {s:.0f} | {m:.3f} | " + " | ".join(f"{v:.2f}" for v in iou) + " |" for n, _, s, m, iou in rows]
+    write_section("fewshot_recipes2", "\n".join([
+        "## Few-shot recipes, round 2: feature layers and shot truncation (issue #15)",
+        "",
+        f"The default head recipe (`FewShotConfig()`) on `builtin:faces128` as shipped now (file digest {gan_digest}), "
+        f"scored as in round 1 on test set (a): {args.n_test} generated samples without truncation (seeds "
+        f"{TEST_SEED}+) labelled by the aligned oracle (its mean max-softmax on them: {conf:.3f}). Rows 2-4 change "
+        "the feature layers (default: the paper's, every modulated conv from 8 px); rows 5-8 replace the default "
+        "annotation set by 10 oracle-labelled samples drawn at truncation 0.7 (as the default set) or 1.0 (as the "
+        "test samples and real faces' variety), two seed sets each.",
+        "",
+        f"- Machine: {machine()}",
+        "- Command: `python3 benchmarks/fewshot_recipes.py --round 2"
+        + (f" --threads {args.threads}`" if args.threads else "`"),
+        f"- Date (UTC): {utc_now()}",
+        "",
+        "| recipe | train s | mIoU | " + " | ".join(FACES.names) + " |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in FACES.names) + " |",
+        *table,
+    ]))
+    print("\n".join(table))
 
 
 if __name__ == "__main__":

@@ -80,6 +80,13 @@ def test_features_are_the_resized_activations_in_layer_order(tiny_G: Generator) 
     torch.testing.assert_close(f[:, 48:], acts["b16.torgb"])
 
 
+def test_a_comma_separated_layer_string_is_a_list(tiny_G: Generator) -> None:
+    """FewShotConfig.layers is a string: 'b32.conv1, b8.conv0' names the layers as the list would."""
+    assert stylegan_source(tiny_G, "b32.conv1, b8.conv0").layers == ["b32.conv1", "b8.conv0"]
+    with pytest.raises(ValueError, match="unknown: \\['most'\\]"):
+        stylegan_source(tiny_G, "most")
+
+
 def test_torgb_is_optional(tiny_G: Generator) -> None:
     plain, rgb = stylegan_source(tiny_G), stylegan_source(tiny_G, include_torgb=True)
     assert feature_channels(rgb) == feature_channels(plain) + 3 * 3

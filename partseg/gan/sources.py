@@ -77,9 +77,11 @@ def stylegan_source(G: nn.Module, layers: str | Sequence[str] | None = None, inc
     """Features of our StyleGAN2 (a Generator or its SynthesisNetwork).
 
     layers: None or "paper" (the paper's selection), "all", or a list of names from `layer_names` /
-    `torgb_names`, used in the order given.
+    `torgb_names` (or one comma-separated string of them), used in the order given.
     """
     synthesis = getattr(G, "synthesis", G)
+    if isinstance(layers, str) and layers not in ("paper", "all"):  # "b64.conv1,b128.conv1" (a config field)
+        layers = [n.strip() for n in layers.split(",") if n.strip()]
     if layers is None or isinstance(layers, str):
         names = default_layers(synthesis, layers or "paper", include_torgb)
     else:
