@@ -1,6 +1,7 @@
 """Label efficiency, second edition (issue #15): k-shot heads and the auto-shot UNet against converged supervised UNets.
 
     python3 benchmarks/label_efficiency.py [--quick] [--part all|fewshot|supervised]
+                                           [--sup-seeds 1,2 --no-convergence --device cuda]
 
 World: `builtin:faces128` and its aligned renders. Three test sets, each reported:
   (a) generated samples (no truncation, seeds 900000+) labelled by the aligned label oracle: the heads directly,
@@ -24,6 +25,7 @@ edition (faces64, under-trained supervised baselines) is `git show 0a6cdcf:bench
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import math
@@ -99,7 +101,9 @@ def scores(pred: torch.Tensor, truth: torch.Tensor) -> dict:
 
 def unet_scores(model: UNet, test: tuple[torch.Tensor, torch.Tensor]) -> dict:
     model.eval()
-    pred = torch.cat([model(test[0][i:i + 32]).argmax(1) for i in range(0, len(test[0]), 32)])
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        pred = torch.cat([model(test[0][i:i + 32].to(dev)).argmax(1).cpu() for i in range(0, len(test[0]), 32)])
     return scores(pred, test[1])
 
 
@@ -118,14 +122,26 @@ def supervised_batches(n: int, seed: int, batch: int = 16):
     return make
 
 
-def run_supervised(n: int, seed: int, steps: int, tests: dict, val: tuple) -> dict:
+def logged_seconds(run: Path, wall: float) -> float:
+    """Training seconds summed from the run's log, which survives resumes (a wall clock around the call counts
+    only the last part of a resumed run); the wall clock where the log has no timing."""
+    prev, total = 0, 0.0
+    log = run / "log.jsonl"
+    for line in log.read_text().splitlines() if log.exists() else []:
+        r = json.loads(line)
+        if "sec_per_step" in r:
+            total, prev = total + r["sec_per_step"] * (r["step"] - prev), r["step"]
+    return total if total > 0 else wall
+
+
+def run_supervised(n: int, seed: int, steps: int, tests: dict, val: tuple, device: str = "cpu") -> dict:
     torch.manual_seed(seed)
     model = UNet(UNetConfig(num_classes=len(FACES), channels=[16, 32, 64, 128]))
     run = WORK / f"sup_{n}_{seed}_{steps}"
     cfg = SegTrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), ckpt_every=max(1, steps // 10),
                          log_every=100, seed=seed)
     t = time.time()
-    res = fit_segmenter(model, supervised_batches(n, seed), cfg, run, progress=False,
+    res = fit_segmenter(model, supervised_batches(n, seed), cfg, run, progress=False, device=device,
                         validate=lambda m: unet_scores(m, val)["miou"], val_every=max(1, steps // 10))
     if res["stopped_early"]:  # Ctrl-C / SIGTERM: the checkpoint is written; record nothing, resume next time
         sys.exit(f"supervised N={n} seed {seed} stopped at step {res['step']} of {steps}; run again to resume")
@@ -134,7 +150,9 @@ def run_supervised(n: int, seed: int, steps: int, tests: dict, val: tuple) -> di
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(best)))
-    return {"steps": steps, "train_seconds": round(time.time() - t, 1),
+    model.to(device)
+    return {"steps": steps, "device": torch.device(device).type,
+            "train_seconds": round(logged_seconds(run, time.time() - t), 1),
             **{name: unet_scores(model, test) for name, test in tests.items() if name != "generated"}}
 
 
@@ -362,6 +380,11 @@ def main() -> None:
     ap.add_argument("--distill-steps", type=int, default=3000)
     ap.add_argument("--distill-pool", type=int, default=2048, help="generated pairs rendered once, then reused with "
                     "fresh augmentation (0: fresh pairs every step, about 3 h on one core)")
+    ap.add_argument("--sup-seeds", default=None, help="supervised side: only these seeds, e.g. 2 or 1,2 (another "
+                    "process may take the others: the result files are merged under a lock)")
+    ap.add_argument("--no-convergence", action="store_true", help="supervised side: skip the 2x-steps runs")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="supervised UNets' device (default: cuda where present)")
     args = ap.parse_args()
     args.sup_n, args.shots_k, args.head_steps, scale = SUP_N, SHOTS_K, 0, 1.0
     global WORK, FEWSHOT, INVERSIONS
@@ -384,13 +407,16 @@ def main() -> None:
     results = load()
 
     def record(key: str, fn) -> None:
-        if key in results:
+        if key in results or key in load():  # done here, or meanwhile by another process (--sup-seeds)
+            results.update(load())
             return
         res = fn()
         cache = caches["supervised" if key.startswith(("supervised/", "convergence/")) else "fewshot"]
-        entries = json.loads(cache.read_text()) if cache.exists() else {}
-        entries[key] = res
-        atomic_write_text(json.dumps(entries, indent=1), cache)
+        with open(cache.with_suffix(".lock"), "w") as lock:  # read-merge-write: parallel processes lose nothing
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = json.loads(cache.read_text()) if cache.exists() else {}
+            entries[key] = res
+            atomic_write_text(json.dumps(entries, indent=1), cache)
         results[key] = res
         print(f"{key}: {json.dumps({k: v['miou'] if isinstance(v, dict) else v for k, v in res.items()})}", flush=True)
 
@@ -405,12 +431,13 @@ def main() -> None:
         run_fewshot_side(args, tests, record)
     if args.part in ("all", "supervised"):
         val = renders(VAL_SEED0, 50 if not args.quick else 4, "aligned")
-        for seed in range(args.seeds):  # seed 0 of every N first: a whole (if noisy) curve early
+        seeds = [int(x) for x in args.sup_seeds.split(",")] if args.sup_seeds else range(args.seeds)
+        for seed in seeds:  # seed 0 of every N first: a whole (if noisy) curve early
             for n in args.sup_n:
-                record(f"supervised/{n}/{seed}",
-                       lambda n=n, seed=seed: run_supervised(n, seed, max(2, int(sup_steps(n) * scale)), tests, val))
-        for n in CONVERGENCE_N if not args.quick else []:
-            record(f"convergence/{n}", lambda n=n: run_supervised(n, 0, sup_steps(n, 2), tests, val))
+                record(f"supervised/{n}/{seed}", lambda n=n, seed=seed: run_supervised(
+                    n, seed, max(2, int(sup_steps(n) * scale)), tests, val, args.device))
+        for n in CONVERGENCE_N if not (args.quick or args.no_convergence) else []:
+            record(f"convergence/{n}", lambda n=n: run_supervised(n, 0, sup_steps(n, 2), tests, val, args.device))
     results = load()
     needed = [f"supervised/{n}/{s}" for n in args.sup_n for s in range(args.seeds)]
     needed += [f"fewshot/{k}/{s}" for k in args.shots_k for s in range(args.seeds)]
