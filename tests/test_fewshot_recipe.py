@@ -59,3 +59,23 @@ def test_shots_subset_keeps_each_shot_whole():
     assert sub.names == ["c", "b"] and sub.seeds == [3, 2] and sub.real == [False, True]
     assert sub.ws[:, 0, 0].tolist() == [2.0, 1.0] and sub.masks[:, 0, 0].tolist() == [2, 1]
     assert sub.noise[0] is None and torch.equal(sub.noise[1][0], torch.ones(1))
+
+
+def test_mirrored_shots_keep_masks_on_their_features():
+    """The CNN head's mirror augmentation flips features and mask together: with features that spell out the mask
+    (one-hot, scaled), an identity "head" has near-zero loss on every draw, flipped or not; a mask left unflipped
+    under flipped features would cost a lot on these left-right asymmetric masks."""
+    from partseg.fewshot.learner import _WholeMaps
+
+    masks = torch.zeros(3, 16, 16, dtype=torch.long)
+    for i in range(3):
+        masks[i, :, : 3 + i] = 1  # a stripe on the left only
+        masks[i, 4 + i, 10:] = 2
+    data = object.__new__(_WholeMaps)
+    data.kind, data.weight, data.masks = "cnn", None, masks
+    data.feats = torch.nn.functional.one_hot(masks, 3).permute(0, 3, 1, 2).float() * 20
+    gen = torch.Generator().manual_seed(0)
+    losses = [float(data.loss(torch.nn.Identity(), gen)) for _ in range(40)]
+    assert max(losses) < 1e-6
+    flipped_wrong = torch.nn.functional.cross_entropy(data.feats[:1].flip(-1), masks[:1])
+    assert flipped_wrong > 1.0  # the check can fail: misalignment is expensive here
