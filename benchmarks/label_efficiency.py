@@ -1,7 +1,7 @@
 """Label efficiency, second edition (issue #15): k-shot heads and the auto-shot UNet against converged supervised UNets.
 
     python3 benchmarks/label_efficiency.py [--quick] [--part all|fewshot|supervised]
-                                           [--sup-seeds 1,2 --no-convergence --device cuda]
+                                           [--sup-seeds 1,2 --no-convergence --convergence-first --device cuda]
 
 World: `builtin:faces128` and its aligned renders. Three test sets, each reported:
   (a) generated samples (no truncation, seeds 900000+) labelled by the aligned label oracle: the heads directly,
@@ -383,6 +383,7 @@ def main() -> None:
     ap.add_argument("--sup-seeds", default=None, help="supervised side: only these seeds, e.g. 2 or 1,2 (another "
                     "process may take the others: the result files are merged under a lock)")
     ap.add_argument("--no-convergence", action="store_true", help="supervised side: skip the 2x-steps runs")
+    ap.add_argument("--convergence-first", action="store_true", help="supervised side: the 2x-steps runs first")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="supervised UNets' device (default: cuda where present)")
     args = ap.parse_args()
@@ -432,12 +433,18 @@ def main() -> None:
     if args.part in ("all", "supervised"):
         val = renders(VAL_SEED0, 50 if not args.quick else 4, "aligned")
         seeds = [int(x) for x in args.sup_seeds.split(",")] if args.sup_seeds else range(args.seeds)
+
+        def convergence() -> None:
+            for n in CONVERGENCE_N if not (args.quick or args.no_convergence) else []:
+                record(f"convergence/{n}", lambda n=n: run_supervised(n, 0, sup_steps(n, 2), tests, val, args.device))
+
+        if args.convergence_first:
+            convergence()
         for seed in seeds:  # seed 0 of every N first: a whole (if noisy) curve early
             for n in args.sup_n:
                 record(f"supervised/{n}/{seed}", lambda n=n, seed=seed: run_supervised(
                     n, seed, max(2, int(sup_steps(n) * scale)), tests, val, args.device))
-        for n in CONVERGENCE_N if not (args.quick or args.no_convergence) else []:
-            record(f"convergence/{n}", lambda n=n: run_supervised(n, 0, sup_steps(n, 2), tests, val, args.device))
+        convergence()
     results = load()
     needed = [f"supervised/{n}/{s}" for n in args.sup_n for s in range(args.seeds)]
     needed += [f"fewshot/{k}/{s}" for k in args.shots_k for s in range(args.seeds)]
