@@ -359,7 +359,8 @@ def write_report(results: dict, args, missing: list[str]) -> None:
         "| --- | " + " | ".join("---:" for _ in FACES.names) + " |",
         *per_class,
         "",
-        "Training time: " + ", ".join(times) + ".",
+        "Training time (mean over seeds; supervised UNets: seconds summed from each run's log, so a run resumed "
+        "across sessions counts in full; 1 thread beside other jobs): " + ", ".join(times) + ".",
         "",
         "![label efficiency](docs/label_efficiency2.png)",
     ])
