@@ -33,7 +33,6 @@ from partseg.eval.metrics import frechet_distance  # noqa: E402
 from partseg.eval.oracle import ORACLE_EVAL_SEED0, ORACLES, load_oracle  # noqa: E402
 from partseg.gan import load_generator  # noqa: E402
 from partseg.gan.sampling import sample  # noqa: E402
-from partseg.gan.stylegan2 import Generator, GeneratorConfig  # noqa: E402
 from partseg.gan.train import TrainConfig, train  # noqa: E402
 from partseg.labels import FACES  # noqa: E402
 
@@ -64,21 +63,11 @@ def fork(snapshot: Path, dest: Path, amp: str, kimg: float, start: int) -> Path:
     return dest
 
 
-def start_generator(snapshot: Path) -> Generator:
-    """The EMA generator stored in the snapshot's checkpoint: exactly the forks' starting point."""
-    ckpt = torch.load(snapshot / "checkpoint.pt", weights_only=True, map_location="cpu")
-    G = Generator(GeneratorConfig.from_dict(ckpt["g_config"]))
-    G.load_state_dict(ckpt["G_ema"])
-    return G.eval()
-
-
 def window(folder: Path, start: int) -> dict:
     """Mean of each logged value over the records after the fork point."""
     recs = [json.loads(x) for x in (folder / "log.jsonl").read_text().splitlines()]
     recs = [r for r in recs if r.get("step", 0) > start]
-    out = {k: sum(r[k] for r in recs if k in r) / max(1, sum(k in r for r in recs)) for k in (*LOSSES, "sec_per_kimg")}
-    out["records"] = len(recs)
-    return out
+    return {k: sum(r[k] for r in recs if k in r) / max(1, sum(k in r for r in recs)) for k in (*LOSSES, "sec_per_kimg")}
 
 
 def main() -> None:
@@ -94,17 +83,19 @@ def main() -> None:
     base = ROOT / "runs" / "amp_quality"
     snapshot = base / "start"  # taken once: the live run moves on
     copy_run(args.run, snapshot)
-    start = int(torch.load(snapshot / "checkpoint.pt", weights_only=True, map_location="cpu")["step"])
+    ckpt = torch.load(snapshot / "checkpoint.pt", weights_only=True, map_location="cpu")
+    start, start_kimg = int(ckpt["step"]), int(ckpt["nimg"]) / 1000
+    del ckpt
     forks = {amp: fork(snapshot, base / amp, amp, args.kimg, start) for amp in ("off", "bf16")}
     oracle = load_oracle(ORACLES["aligned"])
-    G0 = start_generator(snapshot)
+    G0 = load_generator(snapshot)  # a run folder loads its checkpoint's EMA generator: the forks' starting point
     views = {"start": oracle_view(oracle, sample(G0, args.n, seed=100_000, batch=50).images)}
     for amp, folder in forks.items():
         G = load_generator(folder / "generator.safetensors")
         views[amp] = oracle_view(oracle, sample(G, args.n, seed=100_000, batch=50).images)
     ren = oracle_view(oracle, renders(args.n, G0.resolution, "aligned", ORACLE_EVAL_SEED0))
     small = [FACES.names.index(c) for c in SMALL]
-    names = {"start": f"start (step {start}, {start * 32 / 1000:.1f} kimg)", "off": "fork, float32",
+    names = {"start": f"start (step {start}, {start_kimg:.1f} kimg)", "off": "fork, float32",
              "bf16": "fork, bf16 autocast"}
     rows = []
     for key, v in views.items():

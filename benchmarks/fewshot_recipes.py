@@ -41,6 +41,7 @@ from partseg.fewshot.shots import shots_digest  # noqa: E402
 from partseg.gan import load_generator  # noqa: E402
 from partseg.gan.checkpoints import builtin_annotations, builtin_path  # noqa: E402
 from partseg.gan.sampling import sample  # noqa: E402
+from partseg.gan.sources import default_layers  # noqa: E402
 from partseg.labels import FACES  # noqa: E402
 
 TEST_SEED = 900_000
@@ -65,15 +66,12 @@ RECIPES = [
     ("1 shot: paper CNN, 600 steps, no class weights", 1, dict(head="cnn", steps=600, class_weights="none")),
 ]
 
-TORGB = "b8.conv0,b8.conv1,b8.torgb,b16.conv0,b16.conv1,b16.torgb,b32.conv0,b32.conv1,b32.torgb,b64.conv0,b64.conv1," \
-        "b64.torgb,b128.conv0,b128.conv1,b128.torgb"
-HIGH = "b32.conv0,b32.conv1,b64.conv0,b64.conv1,b128.conv0,b128.conv1"
 # round 2: (name, shots: "default" or (truncation, first seed), FewShotConfig overrides)
 RECIPES2 = [
     ("default recipe, default shots", "default", {}),
     ("default recipe, every conv layer (b4.conv1 too)", "default", dict(layers="all")),
-    ("default recipe, paper layers + each block's ToRGB output", "default", dict(layers=TORGB)),
-    ("default recipe, 32-128 px layers only", "default", dict(layers=HIGH)),
+    ("default recipe, paper layers + each block's ToRGB output", "default", dict(layers="paper+torgb")),
+    ("default recipe, 32-128 px layers only", "default", dict(layers="paper>=32")),
     ("default recipe, 10 oracle shots at truncation 0.7 (seeds 610000+)", (0.7, 610_000), {}),
     ("default recipe, 10 oracle shots at truncation 1.0 (seeds 610000+)", (1.0, 610_000), {}),
     ("default recipe, 10 oracle shots at truncation 0.7 (seeds 620000+)", (0.7, 620_000), {}),
@@ -143,8 +141,12 @@ def main() -> None:
               + " ".join(f"{n}:{v:.2f}" for n, v in zip(FACES.names, iou, strict=True)), flush=True)
 
     if args.round == 2:
+        res = G.synthesis.layer_resolutions()
+        named = {"paper+torgb": ",".join(default_layers(G, "paper", include_torgb=True)),  # as names: a config string
+                 "paper>=32": ",".join(n for n in default_layers(G, "paper") if res[n] >= 32)}
         for name, which, overrides in RECIPES2:
             sh = shots if which == "default" else oracle_shots(G, oracle, 10, which[1], which[0])
+            overrides = {**overrides, "layers": named.get(overrides.get("layers"), overrides.get("layers", "paper"))}
             run(name, sh, overrides)
         write_round2(rows, args, float(conf.mean()), gan_digest)
         return
