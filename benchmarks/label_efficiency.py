@@ -87,9 +87,18 @@ def sup_steps(n: int, scale: float = 1.0) -> int:
     return int(scale * min(6000, max(1000, round(1000 * n ** 0.4))))
 
 
-def renders(seed0: int, n: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    imgs, masks = zip(*(render_face(s, SIZE, mode) for s in range(seed0, seed0 + n)), strict=True)
-    return to_input(np.stack(imgs)), torch.from_numpy(np.stack(masks)).long()
+def renders(seed0: int, n: int, mode: str, cache: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """n renders from seed0 on; cache=True keeps them (uint8) in WORK, so parallel processes render a test set once."""
+    path = WORK / f"renders-{mode}-{SIZE}-{seed0}-{n}.pt"
+    if cache and path.exists():
+        d = torch.load(path, weights_only=True)
+        imgs, masks = d["images"].numpy(), d["masks"].numpy()
+    else:
+        imgs, masks = (np.stack(a) for a in zip(*(render_face(s, SIZE, mode) for s in range(seed0, seed0 + n)),
+                                                 strict=True))
+        if cache:
+            atomic_torch_save({"images": torch.from_numpy(imgs), "masks": torch.from_numpy(masks)}, path)
+    return to_input(imgs), torch.from_numpy(masks).long()
 
 
 def scores(pred: torch.Tensor, truth: torch.Tensor) -> dict:
@@ -107,15 +116,16 @@ def unet_scores(model: UNet, test: tuple[torch.Tensor, torch.Tensor]) -> dict:
     return scores(pred, test[1])
 
 
-def supervised_batches(n: int, seed: int, batch: int = 16):
-    """N fixed aligned renders, augmented as distillation augments its pairs (flip, scale, rotation, shift, colour)."""
-    x_all, y_all = renders(SUP_SEED0 + 10_000 * seed, n, "aligned")
+def supervised_batches(n: int, seed: int, batch: int = 16, device: str = "cpu"):
+    """N fixed aligned renders, augmented as distillation augments its pairs (flip, scale, rotation, shift, colour).
+    The images live on `device` and are augmented there (the draws come from the same CPU generator either way)."""
+    x_all, y_all = (t.to(device) for t in renders(SUP_SEED0 + 10_000 * seed, n, "aligned"))
 
     def make(start: int):
         step = start
         while True:
             g = torch.Generator().manual_seed(seed * 7919 + step)
-            idx = torch.randint(n, (batch,), generator=g)
+            idx = torch.randint(n, (batch,), generator=g).to(device)
             yield augment_pair(x_all[idx], y_all[idx], AugmentConfig(), g)
             step += 1
 
@@ -141,7 +151,7 @@ def run_supervised(n: int, seed: int, steps: int, tests: dict, val: tuple, devic
     cfg = SegTrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), ckpt_every=max(1, steps // 10),
                          log_every=100, seed=seed)
     t = time.time()
-    res = fit_segmenter(model, supervised_batches(n, seed), cfg, run, progress=False, device=device,
+    res = fit_segmenter(model, supervised_batches(n, seed, device=device), cfg, run, progress=False, device=device,
                         validate=lambda m: unet_scores(m, val)["miou"], val_every=max(1, steps // 10))
     if res["stopped_early"]:  # Ctrl-C / SIGTERM: the checkpoint is written; record nothing, resume next time
         sys.exit(f"supervised N={n} seed {seed} stopped at step {res['step']} of {steps}; run again to resume")
@@ -383,6 +393,10 @@ def main() -> None:
                     "fresh augmentation (0: fresh pairs every step, about 3 h on one core)")
     ap.add_argument("--sup-seeds", default=None, help="supervised side: only these seeds, e.g. 2 or 1,2 (another "
                     "process may take the others: the result files are merged under a lock)")
+    ap.add_argument("--sup-n", dest="only_n", default=None, help="supervised side: only these N, e.g. 50 or "
+                    "5,10,20 (and only their convergence runs); writes no report")
+    ap.add_argument("--prepare", action="store_true", help="only render and cache the test sets (before starting "
+                    "parallel processes), then exit")
     ap.add_argument("--no-convergence", action="store_true", help="supervised side: skip the 2x-steps runs")
     ap.add_argument("--convergence-first", action="store_true", help="supervised side: the 2x-steps runs first")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -422,8 +436,16 @@ def main() -> None:
         results[key] = res
         print(f"{key}: {json.dumps({k: v['miou'] if isinstance(v, dict) else v for k, v in res.items()})}", flush=True)
 
-    tests = {"aligned": renders(ORACLE_EVAL_SEED0, args.n_test, "aligned"),
-             "wild": renders(WILD_SEED0, args.n_test, "wild")}
+    if args.only_n:
+        args.sup_n = [int(x) for x in args.only_n.split(",")]
+        if not set(args.sup_n) <= set(SUP_N):
+            sys.exit(f"--sup-n: expected some of {SUP_N}, got {args.only_n}")
+    tests = {"aligned": renders(ORACLE_EVAL_SEED0, args.n_test, "aligned", cache=True),
+             "wild": renders(WILD_SEED0, args.n_test, "wild", cache=True)}
+    val = renders(VAL_SEED0, 50 if not args.quick else 4, "aligned", cache=True)
+    if args.prepare:
+        print(f"test sets cached in {WORK}")
+        return
     if args.part in ("all", "fewshot"):
         G = load_generator(f"builtin:{GAN}")
         s = sample(G, args.n_generated, seed=GEN_TEST_SEED0)
@@ -432,11 +454,10 @@ def main() -> None:
         record("oracle_confidence", lambda: {"value": float(conf.mean())})
         run_fewshot_side(args, tests, record)
     if args.part in ("all", "supervised"):
-        val = renders(VAL_SEED0, 50 if not args.quick else 4, "aligned")
         seeds = [int(x) for x in args.sup_seeds.split(",")] if args.sup_seeds else range(args.seeds)
 
         def convergence() -> None:
-            for n in CONVERGENCE_N if not (args.quick or args.no_convergence) else []:
+            for n in [n for n in CONVERGENCE_N if n in args.sup_n] if not (args.quick or args.no_convergence) else []:
                 record(f"convergence/{n}", lambda n=n: run_supervised(n, 0, sup_steps(n, 2), tests, val, args.device))
 
         if args.convergence_first:
@@ -451,6 +472,9 @@ def main() -> None:
     needed += [f"fewshot/{k}/{s}" for k in args.shots_k for s in range(args.seeds)]
     needed += [autoshot_key(name, max(args.shots_k)) for name in AUTOSHOT]
     missing = [k for k in needed if k not in results]
+    if args.only_n and not args.quick:
+        print(f"partial run (--sup-n): {len(missing)} entries missing; no report written")
+        return
     if args.quick:
         print(f"quick run: {len(missing)} entries missing (no report written)")
         if missing:
