@@ -63,7 +63,7 @@ GAN, SIZE = "faces128", 128
 WORK = ROOT / "runs" / "label_efficiency2"
 SUP_SEED0, VAL_SEED0, WILD_SEED0 = 3_000_000, 8_000_000, 9_500_000
 SHOT_SEED0, GEN_TEST_SEED0 = 500_000, 900_000
-SUP_N, SHOTS_K, CONVERGENCE_N = [1, 2, 5, 10, 20, 50, 100, 200, 500, 2000], [1, 5, 10], [10, 200]
+SUP_N, SHOTS_K, CONVERGENCE_N = [1, 2, 5, 10, 20, 50, 100, 200, 500, 2000], [1, 5, 10], [1, 2, 5, 10, 20, 200]
 AUTOSHOT = {  # auto-shot recipes distilled from the 10-shot head; steps: steps_x times --distill-steps
     "": {"crop": 0, "class_weights": "none", "steps_x": 1},  # whole augmented images, plain cross-entropy
     "crop64-sqrt": {"crop": 64, "class_weights": "sqrt", "steps_x": 4},  # the demo's: 64 px windows, the same pixels
@@ -318,10 +318,11 @@ def write_report(results: dict, args, missing: list[str]) -> None:
         a, w = auto["aligned"]["miou"], auto["wild"]["miou"]
         cross.append(f"- {label} ({a:.3f} on aligned renders, {w:.3f} on wild) equals supervised training with "
                      f"N = {crossing(sup_means, a)} (aligned) and {crossing(wild_means, w)} (wild) labelled images")
-    conv = [f"- N = {n}, seed 0: {results[f'supervised/{n}/0']['aligned']['miou']:.3f} at "
-            f"{results[f'supervised/{n}/0']['steps']} steps, "
-            f"{results[f'convergence/{n}']['aligned']['miou']:.3f} at {results[f'convergence/{n}']['steps']}"
-            for n in CONVERGENCE_N if f"convergence/{n}" in results and f"supervised/{n}/0" in results]
+    conv = [(n, results[f"supervised/{n}/0"], results[f"convergence/{n}"]) for n in CONVERGENCE_N
+            if f"convergence/{n}" in results and f"supervised/{n}/0" in results]
+    conv_rows = [f"| {n} | {a['steps']} | {a['aligned']['miou']:.3f} | {b['steps']} | {b['aligned']['miou']:.3f} | "
+                 f"{b['aligned']['miou'] - a['aligned']['miou']:+.3f} | {b['wild']['miou'] - a['wild']['miou']:+.3f} |"
+                 for n, a, b in conv]
     named = [(f"{k10}-shot head (b), seed 0", results.get(f"fewshot/{k10}/0", {}).get("aligned"))]
     if sup_b:
         top = sup_b[-1][0]
@@ -331,12 +332,16 @@ def write_report(results: dict, args, missing: list[str]) -> None:
     per_class = [f"| {name} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in entry["iou"]) + " |"
                  for name, entry in named if entry]
 
-    def seconds(prefix: str) -> str:
-        done = [results[f"{prefix}/{s}"]["train_seconds"] for s in range(seeds) if f"{prefix}/{s}" in results]
-        return f"{statistics.mean(done):.0f} s" if done else "not run"
+    def seconds(prefix: str, device: str = "cpu") -> str:
+        """Mean over the seeds trained on `device` (entries from before the field was recorded ran on the CPU)."""
+        done = [results[f"{prefix}/{s}"]["train_seconds"] for s in range(seeds)
+                if results.get(f"{prefix}/{s}", {}).get("device", "cpu") == device]
+        return f"{statistics.mean(done):.0f} s" if done else "-"
 
     times = [f"{k}-shot head {seconds(f'fewshot/{k}')}" for k in args.shots_k]
     times += [f"supervised N={n} {seconds(f'supervised/{n}')}" for n, *_ in sup_b]
+    gpu_times = [f"N={n} {seconds(f'supervised/{n}', 'cuda')}" for n, *_ in sup_b
+                 if seconds(f"supervised/{n}", "cuda") != "-"]
     times += [f"{label} {auto['train_seconds']:.0f} s" for label, auto in autos]
     status = ("Complete." if not missing else
               f"**Interim**: {len(missing)} runs not finished yet ({', '.join(missing[:6])}"
@@ -352,7 +357,9 @@ def write_report(results: dict, args, missing: list[str]) -> None:
         "Supervised steps: `sup_steps(N)` (1000 at N = 1, growing as N^0.4 to 6000 from N ~ 90), batch 16, the "
         "validation-best checkpoint. Results cache: `benchmarks/results/`. " + status,
         "",
-        f"- Machine: {machine()} (each part on 1 thread beside the other)",
+        f"- Machine: {machine()} (each part on 1 thread beside the other); the entries with device "
+        "cuda in the results cache (supervised seeds 1-2 from N = 50 up, seed 2 from N = 5, convergence "
+        "N = 10) on one NVIDIA H200, `bash training/gpu_lease.sh 500` (2026-12-04)",
         "- Command: `python3 benchmarks/label_efficiency.py` (run as `--part fewshot` and `--part supervised`)",
         f"- Date (UTC): {utc_now()}",
         "",
@@ -362,15 +369,20 @@ def write_report(results: dict, args, missing: list[str]) -> None:
         "",
         *cross,
         "",
-        "Convergence of the supervised schedule (twice the steps): " + ("not run yet" if not conv else ""),
-        *conv,
+        "Convergence of the supervised schedule: seed 0 again with twice the steps (the same images and "
+        "augmentation draws; the validation-best checkpoint of each). " + ("Not run yet." if not conv else ""),
+        *(["", "| N | steps | (b) aligned | 2x steps | (b) aligned | gain (b) | gain (c) wild |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *conv_rows] if conv else []),
         "",
         "| per-class IoU | " + " | ".join(FACES.names) + " |",
         "| --- | " + " | ".join("---:" for _ in FACES.names) + " |",
         *per_class,
         "",
-        "Training time (mean over seeds; supervised UNets: seconds summed from each run's log, so a run resumed "
-        "across sessions counts in full; 1 thread beside other jobs): " + ", ".join(times) + ".",
+        "Training time on the CPU (mean over the seeds trained there; supervised UNets: seconds summed from each "
+        "run's log, so a run resumed across sessions counts in full; 1 thread beside other jobs): "
+        + ", ".join(times) + "."
+        + (" On one H200 (`training/gpu_lease.sh`, 13 processes sharing the GPU, so not a speed figure): "
+           + ", ".join(gpu_times) + "." if gpu_times else ""),
         "",
         "![label efficiency](docs/label_efficiency2.png)",
     ])
@@ -471,6 +483,7 @@ def main() -> None:
     needed = [f"supervised/{n}/{s}" for n in args.sup_n for s in range(args.seeds)]
     needed += [f"fewshot/{k}/{s}" for k in args.shots_k for s in range(args.seeds)]
     needed += [autoshot_key(name, max(args.shots_k)) for name in AUTOSHOT]
+    needed += [f"convergence/{n}" for n in CONVERGENCE_N if not args.quick]
     missing = [k for k in needed if k not in results]
     if args.only_n and not args.quick:
         print(f"partial run (--sup-n): {len(missing)} entries missing; no report written")
