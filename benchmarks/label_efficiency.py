@@ -347,6 +347,8 @@ def write_report(results: dict, args, missing: list[str]) -> None:
               f"**Interim**: {len(missing)} runs not finished yet ({', '.join(missing[:6])}"
               f"{', ...' if len(missing) > 6 else ''}); rows with fewer than {seeds} seeds say so.")
     oracle = results.get("oracle_confidence", {}).get("value")
+    on_gpu = sorted((k for k, v in results.items() if isinstance(v, dict) and v.get("device") == "cuda"),
+                    key=lambda k: [int(x) if x.isdigit() else x for x in k.split("/")])
     text = "\n".join([
         "## Label efficiency, second edition (issue #15)",
         "",
@@ -357,9 +359,10 @@ def write_report(results: dict, args, missing: list[str]) -> None:
         "Supervised steps: `sup_steps(N)` (1000 at N = 1, growing as N^0.4 to 6000 from N ~ 90), batch 16, the "
         "validation-best checkpoint. Results cache: `benchmarks/results/`. " + status,
         "",
-        f"- Machine: {machine()} (each part on 1 thread beside the other); the entries with device "
-        "cuda in the results cache (supervised seeds 1-2 from N = 50 up, seed 2 from N = 5, convergence "
-        "N = 10) on one NVIDIA H200, `bash training/gpu_lease.sh 500` (2026-12-04)",
+        f"- Machine: {machine()} writing this; the CPU entries ran on 2-core AMD EPYCs of several sessions "
+        "(each part on 1 thread beside the other; bf16 autocast where the CPU had bf16 units)"
+        + (f"; the {len(on_gpu)} entries with device cuda in the results cache ({', '.join(on_gpu)}) on one NVIDIA "
+           "H200, `bash training/gpu_lease.sh 500`" if on_gpu else ""),
         "- Command: `python3 benchmarks/label_efficiency.py` (run as `--part fewshot` and `--part supervised`)",
         f"- Date (UTC): {utc_now()}",
         "",
