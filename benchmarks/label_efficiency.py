@@ -29,7 +29,6 @@ import fcntl
 import hashlib
 import json
 import math
-import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from report import machine, utc_now, write_section  # noqa: E402
+from label_efficiency_report import autoshot_key, write_report  # noqa: E402
 
 from partseg.atomic import atomic_torch_save, atomic_write_text  # noqa: E402
 from partseg.data.faces import render_face  # noqa: E402
@@ -233,166 +232,6 @@ def run_fewshot_side(args, tests: dict, record) -> None:
         record(autoshot_key(name, k10), autoshot)
 
 
-def autoshot_key(name: str, k: int) -> str:
-    return f"autoshot{'-' + name if name else ''}/{k}/0"
-
-
-def autoshot_label(name: str) -> str:
-    if not name:
-        return "auto-shot UNet (whole images)"
-    r = AUTOSHOT[name]
-    return f"auto-shot UNet ({r['crop']} px windows, {r['class_weights']} class weights)"
-
-
-def crossing(sup: list[tuple[int, float]], value: float) -> str:
-    """The N at which the supervised mean curve reaches `value`, interpolated on log N ("< 1" / "> max" outside)."""
-    for (n0, m0), (n1, m1) in zip(sup, sup[1:], strict=False):
-        if m0 <= value <= m1 and m1 > m0:
-            return f"{math.exp(math.log(n0) + (value - m0) / (m1 - m0) * (math.log(n1) - math.log(n0))):.0f}"
-    return f"< {sup[0][0]}" if value < sup[0][1] else f"> {sup[-1][0]}"
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def curve(results: dict, prefix: str, xs: list[int], test: str, seeds: int) -> list[tuple[int, float, float, int]]:
-    """(x, mean, sd, seeds done) for every x with at least one finished seed."""
-    out = []
-    for x in xs:
-        done = [results[f"{prefix}/{x}/{s}"][test]["miou"] for s in range(seeds) if f"{prefix}/{x}/{s}" in results]
-        if done:
-            out.append((x, *mean_sd(done), len(done)))
-    return out
-
-
-def fmt(m: float, sd: float, n: int, seeds: int) -> str:
-    return f"{m:.3f} ± {sd:.3f}" + ("" if n == seeds else f" ({n} seed{'s' if n > 1 else ''})")
-
-
-def write_report(results: dict, args, missing: list[str]) -> None:
-    """The section and the plot from whatever is finished; an interim report says what is missing."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k10, seeds = max(args.shots_k), args.seeds
-    autos = [(autoshot_label(name), results[autoshot_key(name, k10)]) for name in AUTOSHOT
-             if autoshot_key(name, k10) in results]
-    sup_b, sup_c = (curve(results, "supervised", args.sup_n, t, seeds) for t in ("aligned", "wild"))
-    shots_a, shots_b = (curve(results, "fewshot", args.shots_k, t, seeds) for t in ("generated", "aligned"))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, test, sup in ((axes[0], "aligned", sup_b), (axes[1], "wild", sup_c)):
-        if sup:
-            xs, m, sd, _ = zip(*sup, strict=True)
-            ax.errorbar(xs, m, yerr=sd, fmt="o-", capsize=3, label="supervised UNet (exact masks)")
-        if test == "aligned" and shots_b:
-            xs, m, sd, _ = zip(*shots_b, strict=True)
-            ax.errorbar(xs, m, yerr=sd, fmt="s-", capsize=3, label="k-shot head (GAN inversion)")
-        for i, (label, entry) in enumerate(autos):
-            ax.axhline(entry[test]["miou"], color=f"C{3 + i}", ls="--", label=f"{label} ({k10} shots)")
-        ax.set_xscale("log")
-        ax.set_xlabel("labelled images")
-        ax.set_title(f"{test} renders (test set {'b' if test == 'aligned' else 'c'})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("mIoU")
-    if missing:
-        fig.suptitle(f"interim: {len(missing)} runs still missing", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(ROOT / "docs" / "label_efficiency2.png", dpi=110)
-    wild = {n: (m, sd, c) for n, m, sd, c in sup_c}
-    rows = [f"| supervised UNet, {sup_steps(n)} steps | {n} | - | {fmt(m, sd, c, seeds)} | {fmt(*wild[n], seeds)} |"
-            for n, m, sd, c in sup_b]
-    gen = {k: (m, sd, c) for k, m, sd, c in shots_a}
-    rows += [f"| {k}-shot head (default recipe) | {k} | {fmt(*gen[k], seeds)} | {fmt(m, sd, c, seeds)} | - |"
-             for k, m, sd, c in shots_b]
-    rows += [f"| {label} from the {k10}-shot head, seed 0 ({auto.get('steps', '?')} steps, pool {auto.get('pool', 0)}) "
-             f"| {k10} | - | {auto['aligned']['miou']:.3f} | {auto['wild']['miou']:.3f} |" for label, auto in autos]
-    sup_means = [(n, m) for n, m, _, _ in sup_b]
-    cross = [f"- {k}-shot head ({m:.3f} on aligned renders) equals supervised training with N = "
-             f"{crossing(sup_means, m)} labelled images" for k, m, _, _ in shots_b] if len(sup_means) > 1 else []
-    wild_means = [(n, m) for n, m, _, _ in sup_c]
-    for label, auto in autos if len(sup_means) > 1 else []:
-        a, w = auto["aligned"]["miou"], auto["wild"]["miou"]
-        cross.append(f"- {label} ({a:.3f} on aligned renders, {w:.3f} on wild) equals supervised training with "
-                     f"N = {crossing(sup_means, a)} (aligned) and {crossing(wild_means, w)} (wild) labelled images")
-    conv = [(n, results[f"supervised/{n}/0"], results[f"convergence/{n}"]) for n in CONVERGENCE_N
-            if f"convergence/{n}" in results and f"supervised/{n}/0" in results]
-    conv_rows = [f"| {n} | {a['steps']} | {a['aligned']['miou']:.3f} | {b['steps']} | {b['aligned']['miou']:.3f} | "
-                 f"{b['aligned']['miou'] - a['aligned']['miou']:+.3f} | {b['wild']['miou'] - a['wild']['miou']:+.3f} |"
-                 for n, a, b in conv]
-    named = [(f"{k10}-shot head (b), seed 0", results.get(f"fewshot/{k10}/0", {}).get("aligned"))]
-    if sup_b:
-        top = sup_b[-1][0]
-        named.append((f"supervised N={top} (b), seed 0", results.get(f"supervised/{top}/0", {}).get("aligned")))
-    for label, auto in autos:
-        named += [(f"{label} (b)", auto["aligned"]), (f"{label} (c)", auto["wild"])]
-    per_class = [f"| {name} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in entry["iou"]) + " |"
-                 for name, entry in named if entry]
-
-    def seconds(prefix: str, device: str = "cpu") -> str:
-        """Mean over the seeds trained on `device` (entries from before the field was recorded ran on the CPU)."""
-        done = [results[f"{prefix}/{s}"]["train_seconds"] for s in range(seeds)
-                if results.get(f"{prefix}/{s}", {}).get("device", "cpu") == device]
-        return f"{statistics.mean(done):.0f} s" if done else "-"
-
-    times = [f"{k}-shot head {seconds(f'fewshot/{k}')}" for k in args.shots_k]
-    times += [f"supervised N={n} {seconds(f'supervised/{n}')}" for n, *_ in sup_b]
-    gpu_times = [f"N={n} {seconds(f'supervised/{n}', 'cuda')}" for n, *_ in sup_b
-                 if seconds(f"supervised/{n}", "cuda") != "-"]
-    times += [f"{label} {auto['train_seconds']:.0f} s" for label, auto in autos]
-    status = ("Complete." if not missing else
-              f"**Interim**: {len(missing)} runs not finished yet ({', '.join(missing[:6])}"
-              f"{', ...' if len(missing) > 6 else ''}); rows with fewer than {seeds} seeds say so.")
-    oracle = results.get("oracle_confidence", {}).get("value")
-    on_gpu = sorted((k for k, v in results.items() if isinstance(v, dict) and v.get("device") == "cuda"),
-                    key=lambda k: [int(x) if x.isdigit() else x for x in k.split("/")])
-    text = "\n".join([
-        "## Label efficiency, second edition (issue #15)",
-        "",
-        f"`builtin:{GAN}`, aligned label oracle, default head recipe; mean ± sd over {seeds} seeds. Test sets: "
-        f"(a) {args.n_generated} generated samples labelled by the oracle (its mean max-softmax on them: "
-        f"{'-' if oracle is None else f'{oracle:.3f}'}); (b) {args.n_test} aligned renders, heads through GAN "
-        f"inversion ({args.inversion_steps} steps, first {args.n_invert}); (c) {args.n_test} wild renders. "
-        "Supervised steps: `sup_steps(N)` (1000 at N = 1, growing as N^0.4 to 6000 from N ~ 90), batch 16, the "
-        "validation-best checkpoint. Results cache: `benchmarks/results/`. " + status,
-        "",
-        f"- Machine: {machine()} writing this; the CPU entries ran on 2-core AMD EPYCs of several sessions "
-        "(each part on 1 thread beside the other; bf16 autocast where the CPU had bf16 units)"
-        + (f"; the {len(on_gpu)} entries with device cuda in the results cache ({', '.join(on_gpu)}) on one NVIDIA "
-           "H200, `bash training/gpu_lease.sh 500`" if on_gpu else ""),
-        "- Command: `python3 benchmarks/label_efficiency.py` (run as `--part fewshot` and `--part supervised`)",
-        f"- Date (UTC): {utc_now()}",
-        "",
-        "| method | labels | (a) generated | (b) aligned | (c) wild |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        *rows,
-        "",
-        *cross,
-        "",
-        "Convergence of the supervised schedule: seed 0 again with twice the steps (the same images and "
-        "augmentation draws; the validation-best checkpoint of each). " + ("Not run yet." if not conv else ""),
-        *(["", "| N | steps | (b) aligned | 2x steps | (b) aligned | gain (b) | gain (c) wild |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *conv_rows] if conv else []),
-        "",
-        "| per-class IoU | " + " | ".join(FACES.names) + " |",
-        "| --- | " + " | ".join("---:" for _ in FACES.names) + " |",
-        *per_class,
-        "",
-        "Training time on the CPU (mean over the seeds trained there; supervised UNets: seconds summed from each "
-        "run's log, so a run resumed across sessions counts in full; 1 thread beside other jobs): "
-        + ", ".join(times) + "."
-        + (" On one H200 (`training/gpu_lease.sh`, 13 processes sharing the GPU, so not a speed figure): "
-           + ", ".join(gpu_times) + "." if gpu_times else ""),
-        "",
-        "![label efficiency](docs/label_efficiency2.png)",
-    ])
-    write_section("label_efficiency2", text)
-    print(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a small smoke run in runs/label_efficiency2/quick "
@@ -496,7 +335,7 @@ def main() -> None:
         if missing:
             sys.exit(1)
         return
-    write_report(results, args, missing)
+    write_report(results, args, missing, gan=GAN, convergence_n=CONVERGENCE_N, autoshot=AUTOSHOT, sup_steps=sup_steps)
 
 
 if __name__ == "__main__":
