@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def autoshot_key(name: str, k: int) -> str:
+    """Results-cache key of an auto-shot recipe (the unnamed one is the original whole-image recipe)."""
     return f"autoshot{'-' + name if name else ''}/{k}/0"
 
 
