@@ -22,7 +22,8 @@ def bench(
     root = Path(__file__).resolve().parents[2] / "benchmarks"
     if not root.is_dir():
         fail(f"no benchmarks/ folder next to the package ({root}): benchmarks run from a source checkout")
-    scripts = {p.stem: p for p in sorted(root.glob("*.py")) if p.stem != "report"}
+    # a benchmark is a script; modules without a __main__ block (report writers, shared helpers) are not listed
+    scripts = {p.stem: p for p in sorted(root.glob("*.py")) if '__name__ == "__main__"' in p.read_text()}
     if name is None:
         for stem, p in scripts.items():
             doc = p.read_text().split('"""')[1].strip().splitlines()[0] if '"""' in p.read_text() else ""
