@@ -52,7 +52,8 @@ def fmt(m: float, sd: float, n: int, seeds: int) -> str:
     return f"{m:.3f} ± {sd:.3f}" + ("" if n == seeds else f" ({n} seed{'s' if n > 1 else ''})")
 
 
-def target_rows(results: dict, sup_b: list, sup_c: list, shots_b: list, autos: list, k10: int) -> list[str]:
+def target_rows(results: dict, sup_b: list, sup_c: list, shots_b: list, autos: list, k10: int,
+                seeds: int) -> list[str]:
     """The issue's targets as table rows, each read off the curves (a target whose inputs are missing is left out)."""
     sup_a, sup_w = ({n: m for n, m, *_ in c} for c in (sup_b, sup_c))
     shots = {k: m for k, m, *_ in shots_b}
@@ -72,7 +73,7 @@ def target_rows(results: dict, sup_b: list, sup_c: list, shots_b: list, autos: l
             row(f"{label}, aligned", auto["aligned"]["miou"], shots[k10], f"the {k10}-shot head")
         if 50 in sup_w:
             row(f"{label}, wild", auto["wild"]["miou"], sup_w[50], "supervised N=50")
-    head = [results[f"fewshot/{k10}/{s}"]["train_seconds"] for s in range(3) if f"fewshot/{k10}/{s}" in results]
+    head = [results[f"fewshot/{k10}/{s}"]["train_seconds"] for s in range(seeds) if f"fewshot/{k10}/{s}" in results]
     if head:
         mean = statistics.mean(head)
         rows.append(f"| {k10}-shot head trains in <= 60 s (CPU, 1 thread beside other work) | {mean:.0f} s | "
@@ -134,7 +135,7 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
     conv_rows = [f"| {n} | {a['steps']} | {a['aligned']['miou']:.3f} | {b['steps']} | {b['aligned']['miou']:.3f} | "
                  f"{b['aligned']['miou'] - a['aligned']['miou']:+.3f} | {b['wild']['miou'] - a['wild']['miou']:+.3f} |"
                  for n, a, b in conv]
-    targets = target_rows(results, sup_b, sup_c, shots_b, autos, k10)
+    targets = target_rows(results, sup_b, sup_c, shots_b, autos, k10, seeds)
     named = [(f"{k10}-shot head (b), seed 0", results.get(f"fewshot/{k10}/0", {}).get("aligned"))]
     if sup_b:
         top = sup_b[-1][0]
@@ -152,8 +153,7 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
 
     times = [f"{k}-shot head {seconds(f'fewshot/{k}')}" for k in args.shots_k]
     times += [f"supervised N={n} {seconds(f'supervised/{n}')}" for n, *_ in sup_b]
-    gpu_times = [f"N={n} {seconds(f'supervised/{n}', 'cuda')}" for n, *_ in sup_b
-                 if seconds(f"supervised/{n}", "cuda") != "-"]
+    gpu_times = [f"N={n} {t}" for n, *_ in sup_b if (t := seconds(f"supervised/{n}", "cuda")) != "-"]
     times += [f"{label} {auto['train_seconds']:.0f} s" for label, auto in autos]
     status = ("Complete." if not missing else
               f"**Interim**: {len(missing)} runs not finished yet ({', '.join(missing[:6])}"

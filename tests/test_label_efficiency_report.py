@@ -37,7 +37,7 @@ def test_targets_give_a_verdict_each_and_skip_what_is_missing():
     shots_b = [(1, 0.85, 0, 3), (10, 0.70, 0, 3)]
     autos = [("auto", {"aligned": {"miou": 0.72}, "wild": {"miou": 0.50}})]
     results = {f"fewshot/10/{s}": {"train_seconds": t} for s, t in enumerate([50, 60, 100])}
-    rows = target_rows(results, sup_b, sup_c, shots_b, autos, 10)
+    rows = target_rows(results, sup_b, sup_c, shots_b, autos, 10, seeds=3)
     verdicts = {r.split(" | ")[0].lstrip("| "): r.split(" | ")[2].split(" ")[0] for r in rows}
     assert verdicts == {
         "1-shot head, aligned (target) >= supervised N=50": "met",  # N=100 (paper) is not in the curve: no row
