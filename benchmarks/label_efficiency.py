@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from label_efficiency_report import autoshot_key, write_report  # noqa: E402
+from label_efficiency_report import autoshot_key, conv_key, write_report  # noqa: E402
 
 from partseg.atomic import atomic_torch_save, atomic_write_text  # noqa: E402
 from partseg.data.faces import render_face  # noqa: E402
@@ -253,6 +253,8 @@ def main() -> None:
                     "parallel processes), then exit")
     ap.add_argument("--no-convergence", action="store_true", help="supervised side: skip the 2x-steps runs")
     ap.add_argument("--convergence-first", action="store_true", help="supervised side: the 2x-steps runs first")
+    ap.add_argument("--conv-seeds", default="0", help="supervised side: seeds of the 2x-steps runs, e.g. 1,2 "
+                    "(default 0; the report shows the mean gain over the seeds that have both schedules)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="supervised UNets' device (default: cuda where present)")
     args = ap.parse_args()
@@ -312,7 +314,9 @@ def main() -> None:
 
         def convergence() -> None:
             for n in [n for n in CONVERGENCE_N if n in args.sup_n] if not (args.quick or args.no_convergence) else []:
-                record(f"convergence/{n}", lambda n=n: run_supervised(n, 0, sup_steps(n, 2), tests, val, args.device))
+                for s in [int(x) for x in args.conv_seeds.split(",")]:
+                    record(conv_key(n, s), lambda n=n, s=s: run_supervised(n, s, sup_steps(n, 2), tests, val,
+                                                                           args.device))
 
         if args.convergence_first:
             convergence()

@@ -81,6 +81,31 @@ def target_rows(results: dict, sup_b: list, sup_c: list, shots_b: list, autos: l
     return rows
 
 
+def conv_key(n: int, seed: int = 0) -> str:
+    """Results key of a 2x-steps run (seed 0's key predates the other seeds' and stays as it was)."""
+    return f"convergence/{n}" if seed == 0 else f"convergence/{n}/{seed}"
+
+
+def convergence_rows(results: dict, convergence_n: list[int], seeds: int) -> list[str]:
+    """Table rows: each seed run with both schedules, then a mean row for an N where more than one seed has both."""
+    def row(n: int, seed: str, a: dict, b: dict, steps: bool = True) -> str:
+        a_steps, b_steps = (a["steps"], b["steps"]) if steps else ("", "")
+        gain = {k: b[k]["miou"] - a[k]["miou"] for k in ("aligned", "wild")}
+        return (f"| {n} | {seed} | {a_steps} | {a['aligned']['miou']:.3f} | {b_steps} | {b['aligned']['miou']:.3f} "
+                f"| {gain['aligned']:+.3f} | {gain['wild']:+.3f} |")
+
+    rows = []
+    for n in convergence_n:
+        pairs = [(s, results[f"supervised/{n}/{s}"], results[conv_key(n, s)]) for s in range(seeds)
+                 if conv_key(n, s) in results and f"supervised/{n}/{s}" in results]
+        rows += [row(n, str(s), a, b) for s, a, b in pairs]
+        if len(pairs) > 1:
+            mean = [{k: {"miou": statistics.mean(p[i][k]["miou"] for p in pairs)} for k in ("aligned", "wild")}
+                    for i in (1, 2)]
+            rows.append(row(n, f"mean of {len(pairs)}", *mean, steps=False))
+    return rows
+
+
 def write_report(results: dict, args, missing: list[str], *, gan: str, convergence_n: list[int], autoshot: dict,
                  sup_steps: Callable[[int], int]) -> None:
     """The section and the plot from whatever is finished; an interim report says what is missing."""
@@ -130,11 +155,7 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
         a, w = auto["aligned"]["miou"], auto["wild"]["miou"]
         cross.append(f"- {label} ({a:.3f} on aligned renders, {w:.3f} on wild) equals supervised training with "
                      f"N = {crossing(sup_means, a)} (aligned) and {crossing(wild_means, w)} (wild) labelled images")
-    conv = [(n, results[f"supervised/{n}/0"], results[f"convergence/{n}"]) for n in convergence_n
-            if f"convergence/{n}" in results and f"supervised/{n}/0" in results]
-    conv_rows = [f"| {n} | {a['steps']} | {a['aligned']['miou']:.3f} | {b['steps']} | {b['aligned']['miou']:.3f} | "
-                 f"{b['aligned']['miou'] - a['aligned']['miou']:+.3f} | {b['wild']['miou'] - a['wild']['miou']:+.3f} |"
-                 for n, a, b in conv]
+    conv_rows = convergence_rows(results, convergence_n, seeds)
     targets = target_rows(results, sup_b, sup_c, shots_b, autos, k10, seeds)
     named = [(f"{k10}-shot head (b), seed 0", results.get(f"fewshot/{k10}/0", {}).get("aligned"))]
     if sup_b:
@@ -186,10 +207,10 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
         "",
         *(["| target (issue #15; means over seeds) | measured | verdict |", "| --- | --- | --- |", *targets, ""]
           if targets else []),
-        "Convergence of the supervised schedule: seed 0 again with twice the steps (the same images and "
-        "augmentation draws; the validation-best checkpoint of each). " + ("Not run yet." if not conv else ""),
-        *(["", "| N | steps | (b) aligned | 2x steps | (b) aligned | gain (b) | gain (c) wild |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *conv_rows] if conv else []),
+        "Convergence of the supervised schedule: a seed again with twice the steps (the same images and "
+        "augmentation draws; the validation-best checkpoint of each). " + ("Not run yet." if not conv_rows else ""),
+        *(["", "| N | seed | steps | (b) aligned | 2x steps | (b) aligned | gain (b) | gain (c) wild |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *conv_rows] if conv_rows else []),
         "",
         "| per-class IoU | " + " | ".join(FACES.names) + " |",
         "| --- | " + " | ".join("---:" for _ in FACES.names) + " |",

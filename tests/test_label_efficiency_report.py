@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from label_efficiency_report import crossing, curve, target_rows  # noqa: E402
+from label_efficiency_report import convergence_rows, crossing, curve, target_rows  # noqa: E402
 
 
 def test_crossing_interpolates_on_log_n_and_says_when_outside():
@@ -47,3 +47,17 @@ def test_targets_give_a_verdict_each_and_skip_what_is_missing():
         "auto, wild >= supervised N=50": "missed",
         "10-shot head trains in <= 60 s (CPU, 1 thread beside other work)": "missed",  # mean 70 s
     }
+
+
+def test_convergence_rows_pair_each_seed_and_mean_where_several():
+    def run(steps, b, c):
+        return {"steps": steps, "aligned": {"miou": b}, "wild": {"miou": c}}
+
+    res = {"supervised/5/0": run(100, 0.3, 0.2), "convergence/5": run(200, 0.4, 0.2),  # seed 0's key has no seed
+           "supervised/10/0": run(150, 0.5, 0.3), "convergence/10": run(300, 0.6, 0.4),
+           "supervised/10/1": run(150, 0.7, 0.3), "convergence/10/1": run(300, 0.7, 0.3),
+           "supervised/10/2": run(150, 0.6, 0.3)}  # no 2x run: no row
+    rows = convergence_rows(res, [5, 10, 20], seeds=3)
+    assert [r.split(" | ")[:2] for r in rows] == [["| 5", "0"], ["| 10", "0"], ["| 10", "1"], ["| 10", "mean of 2"]]
+    assert rows[0].endswith("| +0.100 | +0.000 |")
+    assert rows[-1].endswith("| 0.600 |  | 0.650 | +0.050 | +0.050 |")

@@ -6,6 +6,8 @@
 # are lost, finished ones are in the results file) and packs under $OUT: lease.log, results.tgz (results file, logs,
 # the GAN log and last sample grid) and the GAN checkpoint split into 15 MiB pieces (ckpt.part-NN).
 # Usage, in the repository root: bash training/gpu_lease.sh [DEADLINE=480] [JOBS-FILE=training/gpu_lease_jobs.txt]
+# GAN_SPEED=1 first times the GAN step on the GPU (benchmarks/gan_speed.py --device cuda: batch, loss reads,
+# torch.compile; at most 240 s of the deadline) and returns BENCHMARKS.md with its section "gan-speed-gpu".
 set -uo pipefail
 deadline=${1:-480}
 jobs_file=${2:-training/gpu_lease_jobs.txt}
@@ -15,6 +17,10 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 t0=$(date +%s)
 say() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/lease.log"; }
 say "start; $(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no cuda")' 2>&1)"
+if [ "${GAN_SPEED:-0}" = 1 ]; then
+  timeout 240 python3 benchmarks/gan_speed.py --device cuda --rounds 5 > "$OUT/gan_speed.log" 2>&1
+  say "gan_speed exit $?"; cp BENCHMARKS.md "$OUT/"
+fi
 
 # GAN: render the data (12 processes), then resume; rare checkpoints (each one is 37 MB), 3 loader workers
 have=$(find runs/aligned128-data/images -name '*.png' 2>/dev/null | wc -l)
