@@ -86,6 +86,17 @@ def conv_key(n: int, seed: int = 0) -> str:
     return f"convergence/{n}" if seed == 0 else f"convergence/{n}/{seed}"
 
 
+def longest_schedule(results: dict, sup_n: list[int], seeds: int) -> tuple[dict, list[int]]:
+    """The results with each N's supervised entries replaced by its 2x-steps runs where every seed has one: the
+    curve shows the longest schedule run at every seed, never a mix of schedules within one N."""
+    out, longer = dict(results), []
+    for n in sup_n:
+        if all(conv_key(n, s) in results for s in range(seeds)):
+            out.update({f"supervised/{n}/{s}": results[conv_key(n, s)] for s in range(seeds)})
+            longer.append(n)
+    return out, longer
+
+
 def convergence_rows(results: dict, convergence_n: list[int], seeds: int) -> list[str]:
     """Table rows: each seed run with both schedules, then a mean row for an N where more than one seed has both."""
     def row(n: int, seed: str, a: dict, b: dict, steps: bool = True) -> str:
@@ -117,7 +128,8 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
     k10, seeds = max(args.shots_k), args.seeds
     autos = [(autoshot_label(name, r), results[autoshot_key(name, k10)]) for name, r in autoshot.items()
              if autoshot_key(name, k10) in results]
-    sup_b, sup_c = (curve(results, "supervised", args.sup_n, t, seeds) for t in ("aligned", "wild"))
+    sup_results, longer = longest_schedule(results, args.sup_n, seeds)
+    sup_b, sup_c = (curve(sup_results, "supervised", args.sup_n, t, seeds) for t in ("aligned", "wild"))
     shots_a, shots_b = (curve(results, "fewshot", args.shots_k, t, seeds) for t in ("generated", "aligned"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, test, sup in ((axes[0], "aligned", sup_b), (axes[1], "wild", sup_c)):
@@ -140,7 +152,8 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
     fig.tight_layout()
     fig.savefig(ROOT / "docs" / "label_efficiency2.png", dpi=110)
     wild = {n: (m, sd, c) for n, m, sd, c in sup_c}
-    rows = [f"| supervised UNet, {sup_steps(n)} steps | {n} | - | {fmt(m, sd, c, seeds)} | {fmt(*wild[n], seeds)} |"
+    steps = {n: sup_steps(n) * (2 if n in longer else 1) for n, *_ in sup_b}
+    rows = [f"| supervised UNet, {steps[n]} steps | {n} | - | {fmt(m, sd, c, seeds)} | {fmt(*wild[n], seeds)} |"
             for n, m, sd, c in sup_b]
     gen = {k: (m, sd, c) for k, m, sd, c in shots_a}
     rows += [f"| {k}-shot head (default recipe) | {k} | {fmt(*gen[k], seeds)} | {fmt(m, sd, c, seeds)} | - |"
@@ -160,7 +173,7 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
     named = [(f"{k10}-shot head (b), seed 0", results.get(f"fewshot/{k10}/0", {}).get("aligned"))]
     if sup_b:
         top = sup_b[-1][0]
-        named.append((f"supervised N={top} (b), seed 0", results.get(f"supervised/{top}/0", {}).get("aligned")))
+        named.append((f"supervised N={top} (b), seed 0", sup_results.get(f"supervised/{top}/0", {}).get("aligned")))
     for label, auto in autos:
         named += [(f"{label} (b)", auto["aligned"]), (f"{label} (c)", auto["wild"])]
     per_class = [f"| {name} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in entry["iou"]) + " |"
@@ -168,8 +181,8 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
 
     def seconds(prefix: str, device: str = "cpu") -> str:
         """Mean over the seeds trained on `device` (entries from before the field was recorded ran on the CPU)."""
-        done = [results[f"{prefix}/{s}"]["train_seconds"] for s in range(seeds)
-                if results.get(f"{prefix}/{s}", {}).get("device", "cpu") == device]
+        done = [sup_results[f"{prefix}/{s}"]["train_seconds"] for s in range(seeds)
+                if sup_results.get(f"{prefix}/{s}", {}).get("device", "cpu") == device]
         return f"{statistics.mean(done):.0f} s" if done else "-"
 
     times = [f"{k}-shot head {seconds(f'fewshot/{k}')}" for k in args.shots_k]
@@ -190,7 +203,10 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
         f"{'-' if oracle is None else f'{oracle:.3f}'}); (b) {args.n_test} aligned renders, heads through GAN "
         f"inversion ({args.inversion_steps} steps, first {args.n_invert}); (c) {args.n_test} wild renders. "
         "Supervised steps: `sup_steps(N)` (1000 at N = 1, growing as N^0.4 to 6000 from N ~ 90), batch 16, the "
-        "validation-best checkpoint. Results cache: `benchmarks/results/`. " + status,
+        "validation-best checkpoint"
+        + (f"; at N = {', '.join(map(str, longer))} the curve shows the runs with twice the steps, run at every "
+           "seed (table \"Convergence\" below)" if longer else "")
+        + ". Results cache: `benchmarks/results/`. " + status,
         "",
         f"- Machine: {machine()} writing this; the CPU entries ran on 2-core AMD EPYCs of several sessions "
         "(each part on 1 thread beside the other; bf16 autocast where the CPU had bf16 units)"

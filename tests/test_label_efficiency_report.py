@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from label_efficiency_report import convergence_rows, crossing, curve, target_rows  # noqa: E402
+from label_efficiency_report import convergence_rows, crossing, curve, longest_schedule, target_rows  # noqa: E402
 
 
 def test_crossing_interpolates_on_log_n_and_says_when_outside():
@@ -61,3 +61,13 @@ def test_convergence_rows_pair_each_seed_and_mean_where_several():
     assert [r.split(" | ")[:2] for r in rows] == [["| 5", "0"], ["| 10", "0"], ["| 10", "1"], ["| 10", "mean of 2"]]
     assert rows[0].endswith("| +0.100 | +0.000 |")
     assert rows[-1].endswith("| 0.600 |  | 0.650 | +0.050 | +0.050 |")
+
+
+def test_longest_schedule_replaces_an_n_only_where_every_seed_has_it():
+    res = {f"supervised/{n}/{s}": {"steps": 1} for n in (5, 10) for s in range(2)}
+    res |= {"convergence/5": {"steps": 2}, "convergence/10": {"steps": 2}, "convergence/10/1": {"steps": 2}}
+    out, longer = longest_schedule(res, [5, 10], seeds=2)
+    assert longer == [10]
+    assert [out[f"supervised/10/{s}"]["steps"] for s in range(2)] == [2, 2]
+    assert [out[f"supervised/5/{s}"]["steps"] for s in range(2)] == [1, 1]  # seed 1 has no 2x run: no mix
+    assert res["supervised/10/0"]["steps"] == 1  # the caller's results stay as they were
