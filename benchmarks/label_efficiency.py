@@ -339,7 +339,7 @@ def main() -> None:
         if missing:
             sys.exit(1)
         return
-    write_report(results, args, missing, gan=GAN, convergence_n=CONVERGENCE_N, autoshot=AUTOSHOT, sup_steps=sup_steps)
+    write_report(results, args, missing, gan=GAN, convergence_n=CONVERGENCE_N, autoshot=AUTOSHOT)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
 from pathlib import Path
 
 from report import machine, utc_now, write_section
@@ -117,8 +116,8 @@ def convergence_rows(results: dict, convergence_n: list[int], seeds: int) -> lis
     return rows
 
 
-def write_report(results: dict, args, missing: list[str], *, gan: str, convergence_n: list[int], autoshot: dict,
-                 sup_steps: Callable[[int], int]) -> None:
+def write_report(results: dict, args, missing: list[str], *, gan: str, convergence_n: list[int],
+                 autoshot: dict) -> None:
     """The section and the plot from whatever is finished; an interim report says what is missing."""
     import matplotlib
 
@@ -152,7 +151,8 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
     fig.tight_layout()
     fig.savefig(ROOT / "docs" / "label_efficiency2.png", dpi=110)
     wild = {n: (m, sd, c) for n, m, sd, c in sup_c}
-    steps = {n: sup_steps(n) * (2 if n in longer else 1) for n, *_ in sup_b}
+    steps = {n: next(sup_results[f"supervised/{n}/{s}"]["steps"] for s in range(seeds)
+                     if f"supervised/{n}/{s}" in sup_results) for n, *_ in sup_b}  # as recorded by the runs
     rows = [f"| supervised UNet, {steps[n]} steps | {n} | - | {fmt(m, sd, c, seeds)} | {fmt(*wild[n], seeds)} |"
             for n, m, sd, c in sup_b]
     gen = {k: (m, sd, c) for k, m, sd, c in shots_a}
