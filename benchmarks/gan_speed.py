@@ -74,7 +74,8 @@ class Step:
             (g,) = torch.autograd.grad(self.D_eager(real).sum(), real, create_graph=True)
             g.square().sum().backward()
         if self.syncs:  # as the training loop reads its losses: one wait for the device per value
-            [v.item() for v in reads]
+            for v in reads:
+                v.item()
 
 
 def _sync(step: Step) -> None:
