@@ -89,7 +89,7 @@ def main() -> None:
     for n in names:
         cells = [f"{ms:.1f} (x{x:.2f})" for s, b, m, ms, x in rows if m == n]
         table.append(f"| {n} | " + " | ".join(cells) + " |")
-    text = f"""## onnxruntime CPU session settings (issue #19)
+    text = f"""## onnxruntime CPU session settings, {'INT8' if args.int8 else 'float32'} model (issue #19)
 
 {what}; {'INT8' if args.int8 else 'float32'} ONNX, network only (inputs prepared once), CPUExecutionProvider.
 Each row changes one `partseg.runtime.segmenter.OrtSettings` field from the runtime's defaults; all sessions are

@@ -8,6 +8,7 @@ The written file is checked with `onnx.checker` (full check) and compared agains
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -52,11 +53,19 @@ def export_onnx(unet: str | os.PathLike, out: str | os.PathLike, opset: int = DE
     s = info.stride
     example = torch.zeros(2, 3, 4 * s, 4 * s)
     batch, h, w = Dim("batch", min=1, max=4096), Dim("h", min=1, max=MAX_SIDE // s), Dim("w", min=1, max=MAX_SIDE // s)
-    with warnings.catch_warnings():  # torch.export's own deprecation notices say nothing about this model
+    # torch.export's deprecation notices and the exporter's "torchvision is not installed" lines say nothing about
+    # this model (a UNet uses no torchvision op); the export's own errors still raise
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        program = torch.onnx.export(folded, (example,), dynamo=True, opset_version=opset, input_names=["image"],
-                                    output_names=["logits"], verbose=verbose,
-                                    dynamic_shapes={"x": {0: batch, 2: s * h, 3: s * w}})
+        try:
+            program = torch.onnx.export(folded, (example,), dynamo=True, opset_version=opset, input_names=["image"],
+                                        output_names=["logits"], verbose=verbose,
+                                        dynamic_shapes={"x": {0: batch, 2: s * h, 3: s * w}})
+        finally:
+            registration.setLevel(level)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "model.onnx"
         program.save(str(staged))
