@@ -94,7 +94,7 @@ def test_user_dcgan_through_the_whole_cli(tmp_path, user_module) -> None:
          "--class-weights", "none", "--out", str(head)])
     G = load_fewshot_gan(SPEC)
     h = FewShotHead.load(head, G)  # refuses another generator's head, so the fingerprint is the DCGAN's
-    assert h.meta["layers"] == LAYERS.split(",") and h.meta["size"] == 16
+    assert h.meta["layers"] == LAYERS.split(",") and h.meta["size"] == 32  # the image size: layers stop at 16 px
 
     _ok(["predict", str(kit), "--mode", "head", "--head", str(head), "--gan", SPEC, "--out", str(preds)])
     agree = []

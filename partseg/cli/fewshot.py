@@ -36,8 +36,8 @@ def train_head(
                                       "count in the shots: inverse (default) | sqrt | none (small parts have few "
                                       "pixels)."),
     ensemble: int = typer.Option(1, "--ensemble", help="Train N heads from different seeds and average them."),
-    size: int = typer.Option(0, "--size", help="Feature map size in pixels (0: the largest layer's, i.e. the "
-                             "generator's resolution; the paper uses 512 for a 1024 px generator)."),
+    size: int = typer.Option(0, "--size", help="Feature map size in pixels (0: the generator's image size; "
+                             "the paper uses 512 for a 1024 px generator)."),
     memory: str = typer.Option("auto", "--memory", help=MEMORY_HELP),
     ckpt_every: int = typer.Option(100, "--ckpt-every", help="Steps between checkpoints (OUT.ckpt.pt, removed "
                                    "when done); a re-run resumes from it."),

@@ -49,6 +49,13 @@ def masks_at(masks: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
 
 
+def feature_size(G: FewShotGAN, cfg: FewShotConfig) -> int:
+    """The head's map size: cfg.size, else the generator's image size (the paper's choice), so shots' masks keep
+    their detail and predictions match the images also where the feature layers stop below it (a DCGAN's last
+    ReLU is at half its output size)."""
+    return cfg.size or G.resolution
+
+
 class CachedShots:
     """Every shot's layers at their own resolution (at most `size`), built one shot at a time."""
 
@@ -58,7 +65,7 @@ class CachedShots:
         self.cache = []
         for i in range(len(shots.names)):
             src = shot_source(G, shots, cfg, i)
-            size = cfg.size or max(src.resolutions[n] for n in src.layers)
+            size = feature_size(G, cfg)
             _, compact = compact_activations(src, shots.ws[i:i + 1].to(G.device), size, plan.cache_dtype)
             self.cache.append({k: v.cpu() for k, v in compact.items()})  # heads train on the CPU, as before
         self.layers, self.size = list(src.layers), size

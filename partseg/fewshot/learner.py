@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from partseg.atomic import atomic_torch_save
 from partseg.features import feature_channels, pixel_features
-from partseg.fewshot.crops import CachedShots, masks_at, shot_loss, shot_source
+from partseg.fewshot.crops import CachedShots, feature_size, masks_at, shot_loss, shot_source
 from partseg.fewshot.heads import Ensemble, HeadConfig
 from partseg.fewshot.memory import budget_bytes, head_margin, plan_prediction, plan_training
 from partseg.fewshot.shots import Shots, load_shots, shots_digest, shots_to_invert
@@ -56,7 +56,7 @@ class FewShotConfig:
     class_weights: str = "inverse"  # none | sqrt | inverse frequency of each class in the shots (small parts count)
     amp: str = "auto"  # bf16 autocast of the head's training forward where the CPU has bf16 units (precision.py)
     layers: str = "paper"
-    size: int = 0  # feature map size; 0 -> the generator's resolution
+    size: int = 0  # feature map size; 0 -> the generator's image size (feature_size)
     mode: str = "bilinear"
     seed: int = 0
 
@@ -104,7 +104,8 @@ def shot_features(G: GeneratorLike, shots: Shots, cfg: FewShotConfig,
     out = []
     for i in range(len(shots.names)):
         src = shot_source(G, shots, cfg, i)
-        _, f = pixel_features(src, shots.ws[i:i + 1].to(G.device), size=cfg.size or None, mode=cfg.mode, dtype=dtype)
+        _, f = pixel_features(src, shots.ws[i:i + 1].to(G.device), size=feature_size(G, cfg), mode=cfg.mode,
+                              dtype=dtype)
         out.append(f.cpu())
     return torch.cat(out), src.layers
 
@@ -213,7 +214,7 @@ def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: boo
 def _train_plan(G: FewShotGAN, shots: Shots, cfg: FewShotConfig, memory: float | str | None):
     """The memory plan (whole maps, or crops / pixels from a cache) and the head's margin."""
     src = shot_source(G, shots, cfg, 0)
-    size = cfg.size or max(src.resolutions[n] for n in src.layers)
+    size = feature_size(G, cfg)
     with torch.random.fork_rng(devices=[]):  # a throwaway head, only to read its margin: no RNG draws leak
         margin = head_margin(Ensemble(HeadConfig(kind=cfg.head, in_channels=1, num_classes=2)))
     return plan_training(src, len(shots.names), size, cfg.head, budget_bytes(memory), margin,
