@@ -37,13 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from label_efficiency import scores, sup_steps  # noqa: E402
+from label_efficiency import fit_supervised, scores, sup_steps  # noqa: E402
 from report import machine, utc_now, write_section  # noqa: E402
 
 from partseg.atomic import atomic_torch_save, atomic_write_text  # noqa: E402
 from partseg.distill.augment import AugmentConfig, augment_pair  # noqa: E402
-from partseg.distill.trainer import SegTrainConfig, fit_segmenter  # noqa: E402
-from partseg.distill.unet import UNet, UNetConfig  # noqa: E402
+from partseg.distill.unet import UNet  # noqa: E402
 from partseg.eval.oracle import ALIGNED_ORACLE, load_oracle, render_cached, to_input  # noqa: E402
 from partseg.fewshot.learner import FewShotConfig, Shots, train_head  # noqa: E402
 from partseg.gan.interface import HookedGAN  # noqa: E402
@@ -194,20 +193,8 @@ def supervised_entry(shots: dict, k: int, val: dict, test: dict, seed: int) -> d
             pred = torch.cat([model(data["images"][i:i + 32]).argmax(1) for i in range(0, len(data["images"]), 32)])
         return scores(pred, data["labels"])
 
-    steps = sup_steps(k)
-    torch.manual_seed(seed)
-    model = UNet(UNetConfig(num_classes=len(FACES), channels=[16, 32, 64, 128]))
-    run = WORK / f"sup_{k}_{seed}_{steps}"
-    cfg = SegTrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), ckpt_every=max(1, steps // 10),
-                         log_every=100, seed=seed)
-    t = time.time()
-    res = fit_segmenter(model, batches, cfg, run, progress=False, validate=lambda m: miou(m, val)["miou"],
-                        val_every=max(1, steps // 10))
-    if res["stopped_early"]:
-        sys.exit(f"supervised k={k} seed {seed} stopped at step {res['step']}; run again to resume")
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(run / "best.safetensors")))
+    steps, t = sup_steps(k), time.time()
+    model = fit_supervised(batches, WORK / f"sup_{k}_{seed}_{steps}", steps, seed, lambda m: miou(m, val)["miou"])
     return {**miou(model, test), "steps": steps, "train_seconds": round(time.time() - t, 1)}
 
 

@@ -143,23 +143,29 @@ def logged_seconds(run: Path, wall: float) -> float:
     return total if total > 0 else wall
 
 
-def run_supervised(n: int, seed: int, steps: int, tests: dict, val: tuple, device: str = "cpu") -> dict:
+def fit_supervised(batches, run: Path, steps: int, seed: int, validate, device: str = "cpu") -> UNet:
+    """The supervised baselines' UNet and schedule: batches(start) -> augmented pairs, validation-best weights.
+    Exits (the checkpoint written, nothing recorded) when the run is stopped, so a re-run resumes it."""
     torch.manual_seed(seed)
     model = UNet(UNetConfig(num_classes=len(FACES), channels=[16, 32, 64, 128]))
-    run = WORK / f"sup_{n}_{seed}_{steps}"
     cfg = SegTrainConfig(steps=steps, lr=2e-3, warmup=min(100, steps // 10), ckpt_every=max(1, steps // 10),
                          log_every=100, seed=seed)
-    t = time.time()
-    res = fit_segmenter(model, supervised_batches(n, seed, device=device), cfg, run, progress=False, device=device,
-                        validate=lambda m: unet_scores(m, val)["miou"], val_every=max(1, steps // 10))
+    res = fit_segmenter(model, batches, cfg, run, progress=False, device=device, validate=validate,
+                        val_every=max(1, steps // 10))
     if res["stopped_early"]:  # Ctrl-C / SIGTERM: the checkpoint is written; record nothing, resume next time
-        sys.exit(f"supervised N={n} seed {seed} stopped at step {res['step']} of {steps}; run again to resume")
+        sys.exit(f"{run.name} stopped at step {res['step']} of {steps}; run again to resume")
     best = run / "best.safetensors"
     if best.exists():
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(best)))
-    model.to(device)
+    return model.to(device)
+
+
+def run_supervised(n: int, seed: int, steps: int, tests: dict, val: tuple, device: str = "cpu") -> dict:
+    run, t = WORK / f"sup_{n}_{seed}_{steps}", time.time()
+    model = fit_supervised(supervised_batches(n, seed, device=device), run, steps, seed,
+                           lambda m: unet_scores(m, val)["miou"], device)
     return {"steps": steps, "device": torch.device(device).type,
             "train_seconds": round(logged_seconds(run, time.time() - t), 1),
             **{name: unet_scores(model, test) for name, test in tests.items() if name != "generated"}}
