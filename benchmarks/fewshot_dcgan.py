@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from label_efficiency import fit_supervised, scores, sup_steps  # noqa: E402
+from label_efficiency import fit_supervised, scores, sup_steps, unet_scores  # noqa: E402
 from report import machine, utc_now, write_section  # noqa: E402
 
 from partseg.atomic import atomic_torch_save, atomic_write_text  # noqa: E402
@@ -188,10 +188,7 @@ def supervised_entry(shots: dict, k: int, val: dict, test: dict, seed: int) -> d
             step += 1
 
     def miou(model: UNet, data: dict) -> dict:
-        model.eval()
-        with torch.no_grad():
-            pred = torch.cat([model(data["images"][i:i + 32]).argmax(1) for i in range(0, len(data["images"]), 32)])
-        return scores(pred, data["labels"])
+        return unet_scores(model, (data["images"], data["labels"]))
 
     steps, t = sup_steps(k), time.time()
     model = fit_supervised(batches, WORK / f"sup_{k}_{seed}_{steps}", steps, seed, lambda m: miou(m, val)["miou"])

@@ -62,10 +62,9 @@ class CachedShots:
     def __init__(self, G: FewShotGAN, shots: Shots, cfg: FewShotConfig, plan: TrainPlan, margin: int):
         self.plan, self.margin, self.kind, self.pixels = plan, margin, cfg.head, cfg.pixels_per_step
         self.weight: torch.Tensor | None = None  # class weights of the loss, set by train_head
-        self.cache = []
+        self.cache, size = [], feature_size(G, cfg)
         for i in range(len(shots.names)):
             src = shot_source(G, shots, cfg, i)
-            size = feature_size(G, cfg)
             _, compact = compact_activations(src, shots.ws[i:i + 1].to(G.device), size, plan.cache_dtype)
             self.cache.append({k: v.cpu() for k, v in compact.items()})  # heads train on the CPU, as before
         self.layers, self.size = list(src.layers), size
