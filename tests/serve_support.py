@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 import torch
 from PIL import Image
@@ -109,6 +110,19 @@ def stop(server: Server) -> None:
     except ProcessLookupError:
         pass
     server.proc.wait(timeout=10)
+
+
+def model_workers(root_pid: int) -> list[psutil.Process]:
+    """The model-service (partseg-model) worker processes under the server process `root_pid`."""
+    out = []
+    for p in psutil.Process(root_pid).children(recursive=True):
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            continue
+        if "--service-name" in cmd and cmd[cmd.index("--service-name") + 1] == "partseg-model":
+            out.append(p)
+    return out
 
 
 def png(image: np.ndarray) -> bytes:

@@ -10,6 +10,8 @@ tested without a server.
 from __future__ import annotations
 
 import io
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +28,19 @@ from partseg import serve as serving
 from partseg.data.annotations import decode_coco_rle
 from partseg.labels import FACES
 from partseg.runtime.segmenter import Segmenter
-from tests.serve_support import MAX_PIXELS, ROOT, bomb_png, cli, mask_of, png, sample_images, server_env, start, stop
+from tests.serve_support import (
+    MAX_PIXELS,
+    ROOT,
+    bomb_png,
+    cli,
+    mask_of,
+    model_workers,
+    png,
+    sample_images,
+    server_env,
+    start,
+    stop,
+)
 
 # ------------------------------------------------------------------------------------------------ the serve_server
 
@@ -130,8 +144,18 @@ def test_concurrent_requests_are_batched(fresh_server, serve_reference):
         wave.wait()
         return k, mask_of(serve_server.post("/predict", files={"image": ("x.png", bodies[k], "image/png")}))
 
+    # Even with the barrier, a fast idle machine answered every request of four waves alone once (1 CI run in 4):
+    # the front decoded them no faster than the model answered. So the first wave arrives while the model worker
+    # is stopped (SIGSTOP): its requests must queue, and the batcher must serve them together once it resumes.
+    (worker,) = model_workers(serve_server.proc.pid)
     with ThreadPoolExecutor(32) as pool:  # 4 waves of 32: past BentoML's 100-request client-pool refresh too
-        results = list(pool.map(one, range(4 * 32)))
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            stalled = [pool.submit(one, i) for i in range(32)]
+            time.sleep(2.0)  # the front receives, decodes and queues them meanwhile
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        results = [f.result() for f in stalled] + list(pool.map(one, range(32, 4 * 32)))
     assert len(results) == 4 * 32
     for k, mask in results:  # batch mates of other sizes do not change a mask
         np.testing.assert_array_equal(mask, expected[k])

@@ -9,28 +9,15 @@ import signal
 import time
 
 import numpy as np
-import psutil
 
-from tests.serve_support import mask_of, png, sample_images
-
-
-def _model_workers(root_pid: int) -> list[psutil.Process]:
-    out = []
-    for p in psutil.Process(root_pid).children(recursive=True):
-        try:
-            cmd = p.cmdline()
-        except psutil.Error:
-            continue
-        if "--service-name" in cmd and cmd[cmd.index("--service-name") + 1] == "partseg-model":
-            out.append(p)
-    return out
+from tests.serve_support import mask_of, model_workers, png, sample_images
 
 
 def test_killed_model_worker_is_restarted(serve_server, serve_reference):
     img = sample_images()[3]
     files = {"image": ("x.png", png(img), "image/png")}
     assert serve_server.post("/predict", files=files).status_code == 200
-    (worker,) = _model_workers(serve_server.proc.pid)
+    (worker,) = model_workers(serve_server.proc.pid)
     os.kill(worker.pid, signal.SIGKILL)
     t0 = time.monotonic()
     statuses = []
@@ -45,6 +32,6 @@ def test_killed_model_worker_is_restarted(serve_server, serve_reference):
         assert time.monotonic() - t0 < 120, f"no answer 120 s after the kill: {statuses}"
         time.sleep(0.5)
     np.testing.assert_array_equal(mask_of(r), serve_reference.predict([img])[0])
-    (new,) = _model_workers(serve_server.proc.pid)
+    (new,) = model_workers(serve_server.proc.pid)
     assert new.pid != worker.pid
     print(f"answered again {time.monotonic() - t0:.1f} s after the kill; statuses meanwhile {statuses}")
