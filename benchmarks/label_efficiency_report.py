@@ -190,7 +190,8 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
     gpu_times = [f"N={n} {t}" for n, *_ in sup_b if (t := seconds(f"supervised/{n}", "cuda")) != "-"]
     times += [f"{label} {auto['train_seconds']:.0f} s" for label, auto in autos]
     status = ("Complete." if not missing else
-              f"**Interim**: {len(missing)} runs not finished yet ({', '.join(missing[:6])}"
+              f"**Interim**: {len(missing)} run{'s' if len(missing) > 1 else ''} not finished yet "
+              f"({', '.join(missing[:6])}"
               f"{', ...' if len(missing) > 6 else ''}); rows with fewer than {seeds} seeds say so.")
     oracle = results.get("oracle_confidence", {}).get("value")
     on_gpu = sorted((k for k, v in results.items() if isinstance(v, dict) and v.get("device") == "cuda"),

@@ -26,7 +26,8 @@ def machine() -> str:
     try:
         import torch
 
-        tv = f", torch {torch.__version__}, {torch.get_num_threads()} threads"
+        n = torch.get_num_threads()
+        tv = f", torch {torch.__version__}, {n} thread{'s' if n > 1 else ''}"
     except ImportError:
         tv = ""
     return (f"{platform.system()} {platform.machine()}, {model}, {os.cpu_count()} CPUs, "
