@@ -1,6 +1,6 @@
 """Few-shot recipes on builtin:faces128 (issue #15): which head, loss and schedule the learner should use.
 
-    python3 benchmarks/fewshot_recipes.py [--threads N] [--n-test 24] [--round 2]
+    python3 benchmarks/fewshot_recipes.py [--threads N] [--n-test 24] [--round 2 | --round 3 --shots 1,5,10]
 
 Every recipe is trained by the shipped `train_head` (so the table measures the library, not a copy of it) on the
 10 default shots of builtin:faces128 (or the first one), and scored on test set (a) of issue #15: generated samples
@@ -12,6 +12,10 @@ mask only carries over if layout survives the mixing). Writes the "fewshot_recip
 
 --round 2 (section "fewshot_recipes2"): the default recipe with other feature layers, and on oracle-labelled shots
 drawn at truncation 0.7 (as the default annotation set) against 1.0 (as the test samples), two seed sets each.
+
+--round 3 (section "fewshot_recipes3"; use --n-test 100): the default MLP against the paper's CNN at 1, 5 and 10
+shots on the shot sets and test set (a) of `label_efficiency.py`, 3 shot sets each: whether the head should depend
+on the number of shots (the CNN led at 1 shot in round 1 and on the DCGAN).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from label_efficiency import oracle_shots  # noqa: E402
+from label_efficiency import SHOT_SEED0, oracle_shots  # noqa: E402
 from report import machine, utc_now, write_section  # noqa: E402
 
 from partseg.atomic import atomic_write_text  # noqa: E402
@@ -77,6 +81,9 @@ RECIPES2 = [
     ("default recipe, 10 oracle shots at truncation 0.7 (seeds 620000+)", (0.7, 620_000), {}),
     ("default recipe, 10 oracle shots at truncation 1.0 (seeds 620000+)", (1.0, 620_000), {}),
 ]
+# round 3: the two named heads at each number of shots
+RECIPES3 = [("default MLP", {}), ("paper CNN, 600 steps, no class weights", dict(head="cnn", steps=600,
+                                                                             class_weights="none"))]
 
 
 def score(G, head, ws: torch.Tensor, truth: torch.Tensor) -> tuple[float, list[float]]:
@@ -109,7 +116,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--n-test", type=int, default=24)
-    ap.add_argument("--round", type=int, default=1, choices=[1, 2], help="2: layers and shot truncation")
+    ap.add_argument("--round", type=int, default=1, choices=[1, 2, 3],
+                    help="2: layers and shot truncation; 3: MLP against CNN at 1/5/10 shots")
+    ap.add_argument("--shots", default="1,5,10", help="round 3: numbers of shots (default 1,5,10)")
+    ap.add_argument("--report-only", action="store_true", help="round 3: report the cached heads, train none")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,9 +136,11 @@ def main() -> None:
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     gan_digest = hashlib.sha256(builtin_path("faces128").read_bytes()).hexdigest()[:12]
 
-    def run(name: str, sh: Shots, overrides: dict) -> None:
-        cfg = FewShotConfig(seed=0, **overrides)
+    def run(name: str, sh: Shots, overrides: dict, seed: int = 0) -> None:
+        cfg = FewShotConfig(seed=seed, **overrides)
         key = json.dumps([asdict(cfg), shots_digest(sh), gan_digest])
+        if args.report_only and key not in cache:
+            return
         if key not in cache:  # an interrupted run resumes with the recipes it has not scored yet
             t = time.perf_counter()
             head = train_head(G, sh, cfg, progress=False)
@@ -140,6 +152,14 @@ def main() -> None:
         print(f"{name}: {seconds:.0f} s, mIoU {miou:.3f} | "
               + " ".join(f"{n}:{v:.2f}" for n, v in zip(FACES.names, iou, strict=True)), flush=True)
 
+    if args.round == 3:
+        for k in [int(x) for x in args.shots.split(",")]:
+            for seed in range(3):
+                sh = oracle_shots(G, oracle, k, SHOT_SEED0 + 1000 * seed)
+                for name, overrides in RECIPES3:
+                    run(name, sh, overrides, seed)
+        write_round3(rows, args, float(conf.mean()), gan_digest)
+        return
     if args.round == 2:
         res = G.synthesis.layer_resolutions()
         named = {"paper+torgb": ",".join(default_layers(G, "paper", include_torgb=True)),  # as names: a config string
@@ -206,6 +226,40 @@ def write_round2(rows: list, args, conf: float, gan_digest: str) -> None:
         "",
         "| recipe | train s | mIoU | " + " | ".join(FACES.names) + " |",
         "| --- | ---: | ---: | " + " | ".join("---:" for _ in FACES.names) + " |",
+        *table,
+    ]))
+    print("\n".join(table))
+
+
+def write_round3(rows: list, args, conf: float, gan_digest: str) -> None:
+    groups: dict[tuple[str, int], list] = {}
+    for name, k, seconds, miou, iou in rows:
+        groups.setdefault((name, k), []).append((seconds, miou, iou))
+    table = []
+    for (name, k), runs in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0] != RECIPES3[0][0])):
+        m = torch.tensor([r[1] for r in runs])
+        iou = torch.tensor([r[2] for r in runs]).mean(0)
+        sd = f" ± {m.std():.3f}" if len(runs) > 1 else ""
+        table.append(f"| {name} | {k} | {len(runs)} | {sum(r[0] for r in runs) / len(runs):.0f} | {m.mean():.3f}{sd} | "
+                     + " | ".join(f"{v:.2f}" for v in iou) + " |")
+    write_section("fewshot_recipes3", "\n".join([
+        "## Few-shot recipes, round 3: MLP against the paper's CNN by number of shots (issue #15)",
+        "",
+        f"`builtin:faces128` (file digest {gan_digest}); the shot sets of `benchmarks/label_efficiency.py` (k "
+        f"oracle-labelled samples at truncation 0.7, seeds {SHOT_SEED0} + 1000 x set), 3 sets per k, head seed = "
+        f"set; test set (a): {args.n_test} generated samples without truncation (seeds {TEST_SEED}+) labelled by "
+        f"the aligned oracle (its mean max-softmax on them: {conf:.3f}). mIoU: mean ± sd over the sets; per-class "
+        "IoU: their mean. Seconds: training only"
+        + (" (rows with fewer sets: the run was stopped there and reported with --report-only; the command "
+           "resumes it)." if args.report_only else "."),
+        "",
+        f"- Machine: {machine()}",
+        f"- Command: `python3 benchmarks/fewshot_recipes.py --round 3 --n-test {args.n_test} --shots {args.shots}"
+        + (f" --threads {args.threads}`" if args.threads else "`"),
+        f"- Date (UTC): {utc_now()}",
+        "",
+        "| head | shots | sets | train s | mIoU | " + " | ".join(FACES.names) + " |",
+        "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in FACES.names) + " |",
         *table,
     ]))
     print("\n".join(table))
