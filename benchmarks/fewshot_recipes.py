@@ -207,28 +207,32 @@ def main() -> None:
     print(text)
 
 
-def write_round2(rows: list, args, conf: float, gan_digest: str) -> None:
-    table = [f"| {n} | {s:.0f} | {m:.3f} | " + " | ".join(f"{v:.2f}" for v in iou) + " |" for n, _, s, m, iou in rows]
-    write_section("fewshot_recipes2", "\n".join([
-        "## Few-shot recipes, round 2: feature layers and shot truncation (issue #15)",
-        "",
-        f"The default head recipe (`FewShotConfig()`) on `builtin:faces128` as shipped now (file digest {gan_digest}), "
-        f"scored as in round 1 on test set (a): {args.n_test} generated samples without truncation (seeds "
-        f"{TEST_SEED}+) labelled by the aligned oracle (its mean max-softmax on them: {conf:.3f}). Rows 2-4 change "
-        "the feature layers (default: the paper's, every modulated conv from 8 px); rows 5-8 replace the default "
-        "annotation set by 10 oracle-labelled samples drawn at truncation 0.7 (as the default set) or 1.0 (as the "
-        "test samples and real faces' variety), two seed sets each.",
-        "",
+def write_round(section: str, title: str, intro: str, command: str, header: list[str], table: list[str]) -> None:
+    """One round's BENCHMARKS.md section: intro, machine, command, date and the per-class table."""
+    write_section(section, "\n".join([
+        f"## {title}", "", intro, "",
         f"- Machine: {machine()}",
-        "- Command: `python3 benchmarks/fewshot_recipes.py --round 2"
-        + (f" --threads {args.threads}`" if args.threads else "`"),
+        f"- Command: `python3 benchmarks/fewshot_recipes.py {command}`",
         f"- Date (UTC): {utc_now()}",
         "",
-        "| recipe | train s | mIoU | " + " | ".join(FACES.names) + " |",
-        "| --- | ---: | ---: | " + " | ".join("---:" for _ in FACES.names) + " |",
+        "| " + " | ".join([*header, *FACES.names]) + " |",
+        "| --- | " + " | ".join("---:" for _ in [*header[1:], *FACES.names]) + " |",
         *table,
     ]))
     print("\n".join(table))
+
+
+def write_round2(rows: list, args, conf: float, gan_digest: str) -> None:
+    table = [f"| {n} | {s:.0f} | {m:.3f} | " + " | ".join(f"{v:.2f}" for v in iou) + " |" for n, _, s, m, iou in rows]
+    write_round("fewshot_recipes2", "Few-shot recipes, round 2: feature layers and shot truncation (issue #15)",
+                f"The default head recipe (`FewShotConfig()`) on `builtin:faces128` as shipped now (file digest "
+                f"{gan_digest}), scored as in round 1 on test set (a): {args.n_test} generated samples without "
+                f"truncation (seeds {TEST_SEED}+) labelled by the aligned oracle (its mean max-softmax on them: "
+                f"{conf:.3f}). Rows 2-4 change the feature layers (default: the paper's, every modulated conv from 8 "
+                "px); rows 5-8 replace the default annotation set by 10 oracle-labelled samples drawn at truncation "
+                "0.7 (as the default set) or 1.0 (as the test samples and real faces' variety), two seed sets each.",
+                "--round 2" + (f" --threads {args.threads}" if args.threads else ""),
+                ["recipe", "train s", "mIoU"], table)
 
 
 def write_round3(rows: list, args, conf: float, gan_digest: str) -> None:
@@ -242,27 +246,18 @@ def write_round3(rows: list, args, conf: float, gan_digest: str) -> None:
         sd = f" ± {m.std():.3f}" if len(runs) > 1 else ""
         table.append(f"| {name} | {k} | {len(runs)} | {sum(r[0] for r in runs) / len(runs):.0f} | {m.mean():.3f}{sd} | "
                      + " | ".join(f"{v:.2f}" for v in iou) + " |")
-    write_section("fewshot_recipes3", "\n".join([
-        "## Few-shot recipes, round 3: MLP against the paper's CNN by number of shots (issue #15)",
-        "",
-        f"`builtin:faces128` (file digest {gan_digest}); the shot sets of `benchmarks/label_efficiency.py` (k "
-        f"oracle-labelled samples at truncation 0.7, seeds {SHOT_SEED0} + 1000 x set), 3 sets per k, head seed = "
-        f"set; test set (a): {args.n_test} generated samples without truncation (seeds {TEST_SEED}+) labelled by "
-        f"the aligned oracle (its mean max-softmax on them: {conf:.3f}). mIoU: mean ± sd over the sets; per-class "
-        "IoU: their mean. Seconds: training only"
-        + (" (rows with fewer sets: the run was stopped there and reported with --report-only; the command "
-           "resumes it)." if args.report_only else "."),
-        "",
-        f"- Machine: {machine()}",
-        f"- Command: `python3 benchmarks/fewshot_recipes.py --round 3 --n-test {args.n_test} --shots {args.shots}"
-        + (f" --threads {args.threads}`" if args.threads else "`"),
-        f"- Date (UTC): {utc_now()}",
-        "",
-        "| head | shots | sets | train s | mIoU | " + " | ".join(FACES.names) + " |",
-        "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in FACES.names) + " |",
-        *table,
-    ]))
-    print("\n".join(table))
+    write_round("fewshot_recipes3", "Few-shot recipes, round 3: MLP against the paper's CNN by number of shots "
+                "(issue #15)",
+                f"`builtin:faces128` (file digest {gan_digest}); the shot sets of `benchmarks/label_efficiency.py` (k "
+                f"oracle-labelled samples at truncation 0.7, seeds {SHOT_SEED0} + 1000 x set), 3 sets per k, head "
+                f"seed = set; test set (a): {args.n_test} generated samples without truncation (seeds {TEST_SEED}+) "
+                f"labelled by the aligned oracle (its mean max-softmax on them: {conf:.3f}). mIoU: mean ± sd over the "
+                "sets; per-class IoU: their mean. Seconds: training only"
+                + (" (rows with fewer sets: the run was stopped there and reported with --report-only; the command "
+                   "resumes it)." if args.report_only else "."),
+                f"--round 3 --n-test {args.n_test} --shots {args.shots}"
+                + (f" --threads {args.threads}" if args.threads else ""),
+                ["head", "shots", "sets", "train s", "mIoU"], table)
 
 
 if __name__ == "__main__":
