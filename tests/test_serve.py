@@ -145,8 +145,8 @@ def test_concurrent_requests_are_batched(fresh_server, serve_reference):
         return k, mask_of(serve_server.post("/predict", files={"image": ("x.png", bodies[k], "image/png")}))
 
     # Even with the barrier, a fast idle machine answered every request of four waves alone once (1 CI run in 4):
-    # the front decoded them no faster than the model answered. So the first wave arrives while the model worker
-    # is stopped (SIGSTOP): its requests must queue, and the batcher must serve them together once it resumes.
+    # probably the front decoded them no faster than the model answered. So the first wave arrives while the model
+    # worker is stopped (SIGSTOP): its requests must queue, and the batcher must serve them together once it resumes.
     (worker,) = model_workers(serve_server.proc.pid)
     with ThreadPoolExecutor(32) as pool:  # 4 waves of 32: past BentoML's 100-request client-pool refresh too
         os.kill(worker.pid, signal.SIGSTOP)
