@@ -1,6 +1,6 @@
 """Few-shot recipes on builtin:faces128 (issue #15): which head, loss and schedule the learner should use.
 
-    python3 benchmarks/fewshot_recipes.py [--threads N] [--n-test 24] [--round 2 | --round 3 --shots 1,5,10]
+    python3 benchmarks/fewshot_recipes.py [--threads N] [--n-test 24] [--round 2 | --round 3|4 --shots 1,5,10]
 
 Every recipe is trained by the shipped `train_head` (so the table measures the library, not a copy of it) on the
 10 default shots of builtin:faces128 (or the first one), and scored on test set (a) of issue #15: generated samples
@@ -16,6 +16,9 @@ drawn at truncation 0.7 (as the default annotation set) against 1.0 (as the test
 --round 3 (section "fewshot_recipes3"; use --n-test 100): the default MLP against the paper's CNN at 1, 5 and 10
 shots on the shot sets and test set (a) of `label_efficiency.py`, 3 shot sets each: whether the head should depend
 on the number of shots (the CNN led at 1 shot in round 1 and on the DCGAN).
+
+--round 4 (section "fewshot_recipes4"; use --n-test 100): as round 3, the default MLP against the same MLP trained
+with the focal loss.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from report import machine, utc_now, write_section  # noqa: E402
 from partseg.atomic import atomic_write_text  # noqa: E402
 from partseg.eval.metrics import ScoreAccumulator  # noqa: E402
 from partseg.eval.oracle import ALIGNED_ORACLE, load_oracle, predict_labels  # noqa: E402
-from partseg.fewshot.learner import FewShotConfig, Shots, load_shots, train_head  # noqa: E402
+from partseg.fewshot.learner import FewShotConfig, Shots, load_shots, recipe_dict, train_head  # noqa: E402
 from partseg.fewshot.shots import shots_digest  # noqa: E402
 from partseg.gan import load_generator  # noqa: E402
 from partseg.gan.checkpoints import builtin_annotations, builtin_path  # noqa: E402
@@ -84,6 +87,18 @@ RECIPES2 = [
 # round 3: the two named heads at each number of shots
 RECIPES3 = [("default MLP", {}), ("paper CNN, 600 steps, no class weights", dict(head="cnn", steps=600,
                                                                              class_weights="none"))]
+# round 4: the loss: focal (gamma 2, with the default inverse-frequency class weights as its alpha) against
+# the default cross-entropy; the issue names class-balanced and focal losses for the small parts
+RECIPES4 = [("default MLP", {}), ("MLP, focal loss (gamma 2)", dict(focal_gamma=2.0))]
+# rounds by number of shots: (section, title, recipes, what the round asks)
+BY_SHOTS = {
+    3: ("fewshot_recipes3", "Few-shot recipes, round 3: MLP against the paper's CNN by number of shots (issue #15)",
+        RECIPES3, "The default MLP against the paper's CNN: whether the head should depend on the number of shots."),
+    4: ("fewshot_recipes4", "Few-shot recipes, round 4: focal loss against cross-entropy (issue #15)", RECIPES4,
+        "The default MLP (cross-entropy with inverse-frequency class weights) against the same MLP with the focal "
+        "loss (gamma 2, the same class weights): whether down-weighting the pixels the head already gets right "
+        "helps the small parts."),
+}
 
 
 def score(G, head, ws: torch.Tensor, truth: torch.Tensor) -> tuple[float, list[float]]:
@@ -116,10 +131,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--n-test", type=int, default=24)
-    ap.add_argument("--round", type=int, default=1, choices=[1, 2, 3],
-                    help="2: layers and shot truncation; 3: MLP against CNN at 1/5/10 shots")
-    ap.add_argument("--shots", default="1,5,10", help="round 3: numbers of shots (default 1,5,10)")
-    ap.add_argument("--report-only", action="store_true", help="round 3: report the cached heads, train none")
+    ap.add_argument("--round", type=int, default=1, choices=[1, 2, 3, 4],
+                    help="2: layers and shot truncation; 3: MLP against CNN at 1/5/10 shots; 4: focal loss")
+    ap.add_argument("--shots", default="1,5,10", help="rounds 3 and 4: numbers of shots (default 1,5,10)")
+    ap.add_argument("--report-only", action="store_true", help="report the heads this round has cached, train none")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -138,7 +153,7 @@ def main() -> None:
 
     def run(name: str, sh: Shots, overrides: dict, seed: int = 0) -> None:
         cfg = FewShotConfig(seed=seed, **overrides)
-        key = json.dumps([asdict(cfg), shots_digest(sh), gan_digest])
+        key = json.dumps([recipe_dict(cfg), shots_digest(sh), gan_digest])
         if args.report_only and key not in cache:
             return
         if key not in cache:  # an interrupted run resumes with the recipes it has not scored yet
@@ -152,13 +167,14 @@ def main() -> None:
         print(f"{name}: {seconds:.0f} s, mIoU {miou:.3f} | "
               + " ".join(f"{n}:{v:.2f}" for n, v in zip(FACES.names, iou, strict=True)), flush=True)
 
-    if args.round == 3:
+    if args.round in BY_SHOTS:
+        recipes = BY_SHOTS[args.round][2]
         for k in [int(x) for x in args.shots.split(",")]:
             for seed in range(3):
                 sh = oracle_shots(G, oracle, k, SHOT_SEED0 + 1000 * seed)
-                for name, overrides in RECIPES3:
+                for name, overrides in recipes:
                     run(name, sh, overrides, seed)
-        write_round3(rows, args, float(conf.mean()), gan_digest)
+        write_by_shots(rows, args, float(conf.mean()), gan_digest)
         return
     if args.round == 2:
         res = G.synthesis.layer_resolutions()
@@ -235,27 +251,29 @@ def write_round2(rows: list, args, conf: float, gan_digest: str) -> None:
                 ["recipe", "train s", "mIoU"], table)
 
 
-def write_round3(rows: list, args, conf: float, gan_digest: str) -> None:
+def write_by_shots(rows: list, args, conf: float, gan_digest: str) -> None:
+    """Rounds 3 and 4: recipes by number of shots, mean ± sd over the shot sets."""
+    section, title, recipes, question = BY_SHOTS[args.round]
     groups: dict[tuple[str, int], list] = {}
     for name, k, seconds, miou, iou in rows:
         groups.setdefault((name, k), []).append((seconds, miou, iou))
     table = []
-    for (name, k), runs in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0] != RECIPES3[0][0])):
+    for (name, k), runs in sorted(groups.items(), key=lambda g: (g[0][1], g[0][0] != recipes[0][0])):
         m = torch.tensor([r[1] for r in runs])
         iou = torch.tensor([r[2] for r in runs]).mean(0)
         sd = f" ± {m.std():.3f}" if len(runs) > 1 else ""
         table.append(f"| {name} | {k} | {len(runs)} | {sum(r[0] for r in runs) / len(runs):.0f} | {m.mean():.3f}{sd} | "
                      + " | ".join(f"{v:.2f}" for v in iou) + " |")
-    write_round("fewshot_recipes3", "Few-shot recipes, round 3: MLP against the paper's CNN by number of shots "
-                "(issue #15)",
-                f"`builtin:faces128` (file digest {gan_digest}); the shot sets of `benchmarks/label_efficiency.py` (k "
+    write_round(section, title,
+                f"{question} `builtin:faces128` (file digest {gan_digest}); the shot sets of "
+                f"`benchmarks/label_efficiency.py` (k "
                 f"oracle-labelled samples at truncation 0.7, seeds {SHOT_SEED0} + 1000 x set), 3 sets per k, head "
                 f"seed = set; test set (a): {args.n_test} generated samples without truncation (seeds {TEST_SEED}+) "
                 f"labelled by the aligned oracle (its mean max-softmax on them: {conf:.3f}). mIoU: mean ± sd over the "
                 "sets; per-class IoU: their mean. Seconds: training only"
                 + (" (rows with fewer sets: the run was stopped there and reported with --report-only; the command "
                    "resumes it)." if args.report_only else "."),
-                f"--round 3 --n-test {args.n_test} --shots {args.shots}"
+                f"--round {args.round} --n-test {args.n_test} --shots {args.shots}"
                 + (f" --threads {args.threads}" if args.threads else ""),
                 ["head", "shots", "sets", "train s", "mIoU"], table)
 

@@ -31,7 +31,6 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,7 @@ from partseg.distill.unet import UNet, UNetConfig  # noqa: E402
 from partseg.eval.metrics import ScoreAccumulator  # noqa: E402
 from partseg.eval.oracle import ALIGNED_ORACLE, ORACLE_EVAL_SEED0, load_oracle, predict_labels, to_input  # noqa: E402
 from partseg.fewshot.invert import InversionConfig, invert  # noqa: E402
-from partseg.fewshot.learner import FewShotConfig, FewShotHead, Shots, train_head  # noqa: E402
+from partseg.fewshot.learner import FewShotConfig, FewShotHead, Shots, recipe_dict, train_head  # noqa: E402
 from partseg.gan import load_generator  # noqa: E402
 from partseg.gan.checkpoints import builtin_path  # noqa: E402
 from partseg.gan.sampling import sample  # noqa: E402
@@ -77,7 +76,7 @@ def _digest(*parts: bytes) -> str:
 
 
 FEWSHOT = WORK / ("fewshot-" + _digest(builtin_path(GAN).read_bytes(), ALIGNED_ORACLE.read_bytes(),
-                                       json.dumps(asdict(FewShotConfig()), sort_keys=True).encode()))
+                                       json.dumps(recipe_dict(FewShotConfig()), sort_keys=True).encode()))
 INVERSIONS = WORK / ("inversions-" + _digest(builtin_path(GAN).read_bytes()))
 
 

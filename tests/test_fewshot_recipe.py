@@ -1,4 +1,5 @@
-"""The few-shot recipe's parts (issue #15): class weights, the learning-rate schedule, the config's checks."""
+"""The few-shot recipe's parts (issue #15): class weights, the focal loss, the learning-rate schedule, the config's
+checks."""
 
 from __future__ import annotations
 
@@ -46,6 +47,47 @@ def test_config_defaults_and_checks():
         FewShotConfig(class_weights="focal")
     with pytest.raises(ValueError, match="amp"):
         FewShotConfig(amp="fp16")
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="focal_gamma"):
+            FewShotConfig(focal_gamma=bad)
+
+
+def test_focal_loss_is_cross_entropy_at_gamma_0_and_discounts_easy_pixels():
+    from partseg.fewshot.crops import pixel_loss, shot_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 6, 6, generator=g) * 3
+    target = torch.randint(4, (2, 6, 6), generator=g)
+    target[0, :2] = IGNORE
+    w = torch.tensor([0.5, 2.0, 1.0, 0.0])
+    ce = torch.nn.functional.cross_entropy(logits, target, weight=w, ignore_index=IGNORE)
+    assert pixel_loss(logits, target, w) == pytest.approx(float(ce))
+    # the focal loss by hand: weighted mean over labelled pixels of -(1 - p)^2 log p
+    valid = target != IGNORE
+    logp = logits.log_softmax(1).permute(0, 2, 3, 1)[valid]
+    t = target[valid]
+    p_true = logp.gather(1, t[:, None])[:, 0]
+    wt = w[t]
+    by_hand = float((wt * -(1 - p_true.exp()) ** 2 * p_true).sum() / wt.sum())
+    focal = pixel_loss(logits, target, w, gamma=2.0)
+    assert float(focal) == pytest.approx(by_hand, rel=1e-5)
+    assert float(focal) < float(ce)  # every term is scaled by (1 - p)^2 <= 1
+    # pixel batches [P, C] (the MLP) take the same path as maps
+    flat = logits.permute(0, 2, 3, 1)[valid]
+    assert float(pixel_loss(flat, t, w, gamma=2.0)) == pytest.approx(by_hand, rel=1e-5)
+    # masks finer than the logits are compared at the mask's size, as before
+    coarse = logits[:, :, ::2, ::2]
+    assert shot_loss(coarse, target, w, 2.0).shape == () and torch.isfinite(shot_loss(coarse, target, w, 2.0))
+
+
+def test_recipe_dict_keeps_older_keys_valid():
+    """An option added later drops out of the recipe's key at its neutral value: results cached before it existed
+    stay valid; any other value changes the key."""
+    from partseg.fewshot.learner import recipe_dict
+
+    assert "focal_gamma" not in recipe_dict(FewShotConfig())
+    assert recipe_dict(FewShotConfig(focal_gamma=2.0))["focal_gamma"] == 2.0
+    assert recipe_dict(FewShotConfig(head="cnn"))["head"] == "cnn"
 
 
 def test_shots_subset_keeps_each_shot_whole():
@@ -72,7 +114,7 @@ def test_mirrored_shots_keep_masks_on_their_features():
         masks[i, :, : 3 + i] = 1  # a stripe on the left only
         masks[i, 4 + i, 10:] = 2
     data = object.__new__(_WholeMaps)
-    data.kind, data.weight, data.masks = "cnn", None, masks
+    data.kind, data.weight, data.gamma, data.masks = "cnn", None, 0.0, masks
     data.feats = torch.nn.functional.one_hot(masks, 3).permute(0, 3, 1, 2).float() * 20
     gen = torch.Generator().manual_seed(0)
     losses = [float(data.loss(torch.nn.Identity(), gen)) for _ in range(40)]

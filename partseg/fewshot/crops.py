@@ -34,12 +34,28 @@ def shot_source(G: FewShotGAN, shots: Shots, cfg: FewShotConfig, i: int):
     return G.source(cfg.layers, noise_mode=shots.noise_mode, seeds=[shots.seeds[i]], noise=noise)
 
 
-def shot_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy of a map's logits (float32, whatever the autocast) with optional class weights."""
+def pixel_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+               gamma: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of logits [N, C, ...] (float32, whatever the autocast) against labels [N, ...], with optional
+    class weights (a weighted mean, as F.cross_entropy's). gamma > 0: the focal loss (Lin et al. 2017), each pixel's
+    term scaled by (1 - p_true) ** gamma so that pixels the head already gets right count less."""
     logits = logits.float()
+    if gamma == 0:
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE)
+    valid = target != IGNORE
+    t = torch.where(valid, target, torch.zeros_like(target))
+    logp = F.log_softmax(logits, 1).gather(1, t.unsqueeze(1)).squeeze(1)
+    w = valid.float() if weight is None else weight.float()[t] * valid
+    term = -(1 - logp.exp()).pow(gamma) * logp
+    return (w * term).sum() / w.sum().clamp_min(1e-12)
+
+
+def shot_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+              gamma: float = 0.0) -> torch.Tensor:
+    """pixel_loss of a map's logits [N, C, h, w], compared at the mask's size where the mask is finer."""
     if logits.shape[-2:] != target.shape[-2:]:  # masks finer than the features: compare at the mask's size
-        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE)
+        logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+    return pixel_loss(logits, target, weight, gamma)
 
 
 def masks_at(masks: torch.Tensor, size: int) -> torch.Tensor:
@@ -62,6 +78,7 @@ class CachedShots:
     def __init__(self, G: FewShotGAN, shots: Shots, cfg: FewShotConfig, plan: TrainPlan, margin: int):
         self.plan, self.margin, self.kind, self.pixels = plan, margin, cfg.head, cfg.pixels_per_step
         self.weight: torch.Tensor | None = None  # class weights of the loss, set by train_head
+        self.gamma = cfg.focal_gamma
         self.cache, size = [], feature_size(G, cfg)
         for i in range(len(shots.names)):
             src = shot_source(G, shots, cfg, i)
@@ -105,7 +122,7 @@ class CachedShots:
         logits, y = logits[:, :, inner_r, inner_c], self.target(i, y0, x0)
         if bool((y == IGNORE).all()):  # nothing labelled in this square: a step without a gradient
             return logits.sum() * 0
-        return shot_loss(logits, y, self.weight)
+        return shot_loss(logits, y, self.weight, self.gamma)
 
     def _pixel_loss(self, member: nn.Module, gen: torch.Generator) -> torch.Tensor:
         pick = self.valid[torch.randint(len(self.valid), (self.pixels,), generator=gen)]
@@ -116,4 +133,4 @@ class CachedShots:
         for s in shot.unique().tolist():
             sel = (shot == s).nonzero()[:, 0]
             feats[sel] = gather_pixels(self.cache[s], self.taps, 0, ys[sel], xs[sel])
-        return F.cross_entropy(member(feats).float(), self.flat_m[pick], weight=self.weight)
+        return pixel_loss(member(feats), self.flat_m[pick], self.weight, self.gamma)

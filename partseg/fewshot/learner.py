@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from partseg.atomic import atomic_torch_save
 from partseg.features import feature_channels, pixel_features
-from partseg.fewshot.crops import CachedShots, feature_size, masks_at, shot_loss, shot_source
+from partseg.fewshot.crops import CachedShots, feature_size, masks_at, pixel_loss, shot_loss, shot_source
 from partseg.fewshot.heads import Ensemble, HeadConfig
 from partseg.fewshot.memory import budget_bytes, head_margin, plan_prediction, plan_training
 from partseg.fewshot.shots import Shots, load_shots, shots_digest, shots_to_invert
@@ -40,7 +40,7 @@ HEAD_TRAIN_FORMAT = "partseg.head.train"
 CLASS_WEIGHTS = ("none", "sqrt", "inverse")
 
 __all__ = ["FewShotConfig", "FewShotHead", "Shots", "as_uint8_labels", "channels_of", "class_weights", "load_shots",
-           "shot_features", "shots_to_invert", "train_head"]
+           "recipe_dict", "shot_features", "shots_to_invert", "train_head"]
 
 
 @dataclass
@@ -54,6 +54,7 @@ class FewShotConfig:
     ensemble: int = 1
     pixels_per_step: int = 2048  # mlp: as good as 4096 at half the time (BENCHMARKS.md)
     class_weights: str = "inverse"  # none | sqrt | inverse frequency of each class in the shots (small parts count)
+    focal_gamma: float = 0.0  # > 0: focal loss instead of cross-entropy (measured in fewshot_recipes round 4)
     amp: str = "auto"  # bf16 autocast of the head's training forward where the CPU has bf16 units (precision.py)
     layers: str = "paper"
     size: int = 0  # feature map size; 0 -> the generator's image size (feature_size)
@@ -67,8 +68,20 @@ class FewShotConfig:
             self.lr = 1e-3 if self.head == "cnn" else 3e-3
         if self.class_weights not in CLASS_WEIGHTS:
             raise ValueError(f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weights!r}")
+        if not (math.isfinite(self.focal_gamma) and self.focal_gamma >= 0):
+            raise ValueError(f"focal_gamma must be a finite number >= 0, got {self.focal_gamma!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+
+
+# options added after results were cached, at the value that reproduces the recipe from before they existed
+_NEUTRAL = {"focal_gamma": 0.0}
+
+
+def recipe_dict(cfg: FewShotConfig) -> dict:
+    """The recipe as a dict for keys and digests, without options at their neutral value, so caches and
+    checkpoints keyed before an option existed stay valid."""
+    return {k: v for k, v in asdict(cfg).items() if not (k in _NEUTRAL and v == _NEUTRAL[k])}
 
 
 def warmup_cosine(steps: int, warmup: float = 0.05, floor: float = 0.02):
@@ -117,6 +130,7 @@ class _WholeMaps:
         self.feats, self.layers = shot_features(G, shots, cfg)
         self.kind, self.pixels, self.masks = cfg.head, cfg.pixels_per_step, shots.masks
         self.weight: torch.Tensor | None = None  # class weights of the loss, set by train_head
+        self.gamma = cfg.focal_gamma
         self.size, self.channels = self.feats.shape[-1], self.feats.shape[1]
         self.flat_m = masks_at(shots.masks, self.size).reshape(-1)
         self.valid = (self.flat_m != IGNORE).nonzero()[:, 0]
@@ -131,9 +145,9 @@ class _WholeMaps:
             x, y = self.feats[i:i + 1], self.masks[i:i + 1]
             if torch.rand((), generator=gen) < 0.5:  # mirrored features and labels: a free second view
                 x, y = x.flip(-1), y.flip(-1)
-            return shot_loss(member(x), y, self.weight)
+            return shot_loss(member(x), y, self.weight, self.gamma)
         pick = self.valid[torch.randint(len(self.valid), (self.pixels,), generator=gen)]
-        return F.cross_entropy(member(self.flat_f[pick]).float(), self.flat_m[pick], weight=self.weight)
+        return pixel_loss(member(self.flat_f[pick]), self.flat_m[pick], self.weight, self.gamma)
 
 
 def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: bool = True,
@@ -158,7 +172,7 @@ def train_head(G: GeneratorLike, shots: Shots, cfg: FewShotConfig, progress: boo
     torch.manual_seed(cfg.seed)
     ens = Ensemble(hcfg, cfg.ensemble)
     gen = torch.Generator().manual_seed(cfg.seed)
-    settings = {**asdict(cfg), "shots": shots_digest(shots), "gan_fingerprint": G.fingerprint()}
+    settings = {**recipe_dict(cfg), "shots": shots_digest(shots), "gan_fingerprint": G.fingerprint()}
     if not plan.full:  # crops or pixels from a cache: a resumed run must take the same path
         settings["memory_plan"] = plan.describe()
     ckpt = _resume_head(checkpoint, settings)
