@@ -14,6 +14,15 @@ from partseg.labels import FACES
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def recipe_text() -> str:
+    """The default head recipe in a line: what the few-shot rows (cached under its digest) were trained with."""
+    from partseg.fewshot.learner import FewShotConfig
+
+    c = FewShotConfig()
+    return (f"{c.head}, {c.steps} steps of {c.pixels_per_step} pixels, lr {c.lr:g}, {c.class_weights} class weights, "
+            + (f"focal loss gamma {c.focal_gamma:g}" if c.focal_gamma else "cross-entropy"))
+
+
 def autoshot_key(name: str, k: int) -> str:
     """Results-cache key of an auto-shot recipe (the unnamed one is the original whole-image recipe)."""
     return f"autoshot{'-' + name if name else ''}/{k}/0"
@@ -199,7 +208,8 @@ def write_report(results: dict, args, missing: list[str], *, gan: str, convergen
     text = "\n".join([
         "## Label efficiency, second edition (issue #15)",
         "",
-        f"`builtin:{gan}`, aligned label oracle, default head recipe; mean ± sd over {seeds} seeds. Test sets: "
+        f"`builtin:{gan}`, aligned label oracle, default head recipe (`{recipe_text()}`); mean ± sd over {seeds} "
+        "seeds. Test sets: "
         f"(a) {args.n_generated} generated samples labelled by the oracle (its mean max-softmax on them: "
         f"{'-' if oracle is None else f'{oracle:.3f}'}); (b) {args.n_test} aligned renders, heads through GAN "
         f"inversion ({args.inversion_steps} steps, first {args.n_invert}); (c) {args.n_test} wild renders. "

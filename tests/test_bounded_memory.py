@@ -163,9 +163,10 @@ def test_cli_memory_setting_with_a_user_generator(tmp_path, user_module):  # noq
          "--out", str(kit)])
     _masks_from_images(kit)
     _ok(["train", "--shots", str(kit), "--gan", SPEC, "--layers", LAYERS, "--head", "cnn", "--steps", "60",
-         "--size", "128", "--memory", "0.1", "--class-weights", "none", "--out", str(head)])
+         "--size", "128", "--memory", "0.1", "--class-weights", "none", "--focal-gamma", "1.5", "--out", str(head)])
     h = FewShotHead.load(head, load_fewshot_gan(SPEC))
     assert h.meta["size"] == 128 and 8 <= h.meta["memory_plan"]["crop"] < 128
+    assert h.meta["train_config"]["focal_gamma"] == 1.5  # the option reaches the recipe (cnn's default is 0)
     labels = {}
     for memory in ("0.02", "8"):
         _ok(["predict", str(kit), "--mode", "head", "--head", str(head), "--gan", SPEC, "--memory", memory,
@@ -177,3 +178,6 @@ def test_cli_memory_setting_with_a_user_generator(tmp_path, user_module):  # noq
     r = runner.invoke(app, ["train", "--shots", str(kit), "--gan", SPEC, "--layers", LAYERS, "--memory", "lots",
                             "--out", str(tmp_path / "x.safetensors")])
     assert r.exit_code != 0 and "--memory" in r.output
+    r = runner.invoke(app, ["train", "--shots", str(kit), "--gan", SPEC, "--layers", LAYERS, "--focal-gamma", "-1",
+                            "--out", str(tmp_path / "x.safetensors")])
+    assert r.exit_code != 0 and "--focal-gamma" in r.output and ">= 0" in r.output

@@ -35,6 +35,9 @@ def train_head(
     class_weights: str = typer.Option(None, "--class-weights", help="Loss weight per class from its pixel "
                                       "count in the shots: inverse (default) | sqrt | none (small parts have few "
                                       "pixels)."),
+    focal_gamma: float = typer.Option(None, "--focal-gamma", help="Focal loss exponent: 0 is cross-entropy (default "
+                                      "for cnn); 2 (default for mlp) down-weights pixels the head already gets "
+                                      "right (BENCHMARKS.md \"few-shot recipes, round 4\")."),
     ensemble: int = typer.Option(1, "--ensemble", help="Train N heads from different seeds and average them."),
     size: int = typer.Option(0, "--size", help="Feature map size in pixels (0: the generator's image size; "
                              "the paper uses 512 for a 1024 px generator)."),
@@ -71,11 +74,13 @@ def train_head(
     if size < 0:
         fail(f"--size must be >= 0 (0: the generator's resolution), got {size}")
     try:
-        given = {k: v for k, v in (("head", head), ("class_weights", class_weights)) if v is not None}
+        given = {k: v for k, v in (("head", head), ("class_weights", class_weights), ("focal_gamma", focal_gamma))
+                 if v is not None}
         cfg = FewShotConfig(steps=steps, ensemble=ensemble, seed=seed, size=size, **given,
                             layers=",".join(G.source(None).layers) if layers else "paper")
     except ValueError as e:
-        fail(f"--class-weights: {e}")
+        field = str(e).split(" ")[0]  # the config's messages start with the field's name
+        fail(f"{ {'class_weights': '--class-weights', 'focal_gamma': '--focal-gamma'}.get(field, field)}: {e}")
     try:
         h = fit(G, sh, cfg, checkpoint=ckpt, ckpt_every=ckpt_every, memory=memory)
     except ValueError as e:
