@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +45,11 @@ def _child(argv: list[str], log: str) -> None:
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - pytest replaced the parent's streams
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     torch.set_num_threads(1)
+    # tqdm's write lock holds a multiprocessing semaphore shared by every process forked from this one: a sibling
+    # killed while drawing its bar never releases it and every later bar (the parent's too) waits forever
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     code = 0
     try:
         from partseg.cli import main
